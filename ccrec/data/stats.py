@@ -1,0 +1,52 @@
+"""Data-set statistics in the columns of the paper's Table 2."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ccrec.data.prepared import PreparedData
+
+TABLE2_SPLITS = ("train", "warm_test", "cold_test")
+TABLE2_COLUMNS = (
+    "users", "items", "categories", "past_actions", "past_categories_per_user",
+    "future_categories_per_user",
+)
+
+
+def _mean_std(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {"mean": 0.0, "std": 0.0}
+    return {"mean": round(float(values.mean()), 4), "std": round(float(values.std()), 4)}
+
+
+def table2(data: PreparedData) -> dict[str, dict]:
+    """Per split: #users, #items, #categories, and mean±std of past actions
+    (events before the cutoff), distinct past categories and distinct future
+    categories per user. ``train`` includes the validation users."""
+    rows = {}
+    for split in TABLE2_SPLITS:
+        names = ("train", "valid") if split == "train" else (split,)
+        frame = data.examples[data.examples["split"].isin(names)]
+        rows[split] = {
+            "users": int(len(frame)),
+            "items": data.num_items,
+            "categories": data.num_categories,
+            "past_actions": _mean_std(frame["num_past_events"].to_numpy(float)),
+            "past_categories_per_user": _mean_std(frame["num_past_categories"].to_numpy(float)),
+            "future_categories_per_user": _mean_std(
+                frame["future_categories"].map(len).to_numpy(float)
+            ),
+        }
+    return rows
+
+
+def table2_markdown(name: str, rows: dict[str, dict]) -> str:
+    header = "| split | # users | # items | # categories | # past actions | " \
+        "# past categories/user | # future categories/user |"
+    lines = [header, "|" + "---|" * 7]
+    for split, row in rows.items():
+        cells = [f"{name} ({split})", str(row["users"]), str(row["items"]), str(row["categories"])]
+        for key in TABLE2_COLUMNS[3:]:
+            cells.append(f"{row[key]['mean']:.2f} ± {row[key]['std']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
