@@ -87,7 +87,8 @@ def load_complete_journey(
     """
     if category_level not in CJ_CATEGORY_LEVELS:
         raise EventValidationError(
-            f"unknown category level {category_level!r}; expected one of {list(CJ_CATEGORY_LEVELS)}",
+            f"unknown category level {category_level!r}; "
+            f"expected one of {list(CJ_CATEGORY_LEVELS)}",
             field="category_level",
         )
     raw_dir = raw_dir or fetch("complete-journey")

@@ -142,7 +142,7 @@ def _examples_at(
     past = past_sequences(past_events, config.sequence)
     future = future_categories(future_events)
     examples = past[past["user"].isin(future.index)].reset_index(drop=True)
-    users = examples["user"].to_numpy()
+    users = examples["user"].to_numpy(np.int64)
     examples["future_categories"] = future.loc[users].to_numpy()
     examples["cutoff"] = cutoff.loc[users].to_numpy()
     examples["user_features"] = list(features[users])

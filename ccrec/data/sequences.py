@@ -96,6 +96,13 @@ def assign_category_interactions(
     return result
 
 
+#: The columns :func:`past_sequences` returns.
+SEQUENCE_COLUMNS = (
+    "user", "past_categories", "past_starts", "past_items", "num_past_events", "num_past_cis",
+    "num_past_categories", "last_timestamp",
+)
+
+
 def _list_column(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
 
@@ -116,6 +123,8 @@ def past_sequences(events: pd.DataFrame, spec: SequenceSpec) -> pd.DataFrame:
         ``num_past_categories`` (distinct); ``last_timestamp``.
     """
     kept = retained(events, spec)
+    if kept.empty:
+        return pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
     user = kept["user"].to_numpy(np.int64)
     category = kept["category"].to_numpy(np.int64)
     item = kept["item"].to_numpy(np.int64)

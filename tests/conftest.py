@@ -1,0 +1,31 @@
+"""Shared test fixtures: an isolated CCREC_HOME per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ccrec_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared data goes to a fresh directory; downloaded wheels are shared.
+
+    Wheels are cached under ``~/.cache/ccrec-test-wheels`` so that repeated test
+    runs do not download the data sets again (they are verified by checksum).
+    """
+    home = tmp_path_factory.mktemp("ccrec-home")
+    shared_wheels = Path.home() / ".cache" / "ccrec-test-wheels"
+    shared_wheels.mkdir(parents=True, exist_ok=True)
+    (home / "wheels").symlink_to(shared_wheels, target_is_directory=True)
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("CCREC_HOME", str(home))
+    yield home
+    patcher.undo()
+
+
+@pytest.fixture
+def cj_fixture_dir() -> Path:
+    return FIXTURES / "complete-journey"
