@@ -29,3 +29,33 @@ def ccrec_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def cj_fixture_dir() -> Path:
     return FIXTURES / "complete-journey"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance for the whole test session (Ray takes ~7 s to start).
+
+    Tests that need Ray (Train, Tune, Serve) take this fixture; it is shut
+    down once at the end of the session.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"CCREC_HOME": str(ccrec_home_path())}},
+        )
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def ccrec_home_path() -> Path:
+    import os
+
+    return Path(os.environ["CCREC_HOME"])
