@@ -1,0 +1,1 @@
+"""Baselines behind the :class:`~ccrec.models.base.CategoryRecommender` interface."""

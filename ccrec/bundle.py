@@ -1,0 +1,294 @@
+"""The versioned model bundle: what training writes and serving loads.
+
+A bundle is one directory per version::
+
+    <root>/<version>/
+      manifest.json        format, version id, data set, model dimensions, file digests
+      config.json          the CascadeConfig it was trained with
+      vocab.json           categories (index 0 = padding), user-feature vocabularies, |I|
+      metrics.json         training record and evaluation results
+      sampler.safetensors  stage 1 (M1) weights
+      encoder.safetensors  stage 2 (VAE) weights
+      scorer.safetensors   stage 3 (M2) weights
+
+Weights are safetensors (no pickle); loading checks that every file is there,
+that the digests and the vocabulary sizes agree with the weights, and fails
+with a :class:`BundleError` that says which.
+
+Serving::
+
+    rec = Bundle.load("bundles/ml-1m/<version>").recommender()
+    rec.recommend(past_categories=[4, 10, 12], past_items=[[2983, 2886], [2253], [3068]],
+                  user_features=[2, 6, 1], k=3)          # → [(category, score), …]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ccrec.batch import item_buckets
+from ccrec.config import ConfigError, build, to_dict
+from ccrec.models.cascade import CCRec
+from ccrec.models.encoder import CategoryVAE
+from ccrec.models.sampler import MLESampler
+from ccrec.models.scorer import PrecisionScorer
+from ccrec.train.cascade import CascadeConfig
+
+FORMAT = "ccrec-bundle"
+FORMAT_VERSION = 1
+WEIGHT_FILES = {"sampler": "sampler.safetensors", "encoder": "encoder.safetensors",
+                "scorer": "scorer.safetensors"}
+REQUIRED = ("manifest.json", "config.json", "vocab.json", "metrics.json",
+            *WEIGHT_FILES.values())
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing, incomplete or inconsistent."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_bundle(
+    model: CCRec,
+    config: CascadeConfig,
+    vocab: dict[str, Any],
+    root: str | Path,
+    *,
+    dataset: str = "",
+    metrics: dict[str, Any] | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write ``model`` as a new version under ``root``; returns its directory.
+
+    Args:
+        model: the trained cascade (its encoder may be None if the scorer ignores it).
+        config: the configuration it was trained with.
+        vocab: the prepared data's vocabulary (``categories``, ``user_features``,
+            ``items`` or ``num_items``).
+        root: the bundles directory, e.g. ``bundles/ml-1m``.
+        metrics: anything JSON-serialisable (training record, evaluation).
+        version: the version id; default ``<UTC time>-<weights digest>``.
+    """
+    encoder = model.encoder or CategoryVAE(
+        [len(v) for v in vocab["user_features"].values()], model.num_categories, config.encoder)
+    states = {"sampler": _state(model.sampler), "encoder": _state(encoder),
+              "scorer": _state(model.scorer)}
+    digest = hashlib.sha256()
+    for name in sorted(states):
+        for key, tensor in sorted(states[name].items()):
+            digest.update(key.encode())
+            digest.update(tensor.numpy().tobytes())
+    version = version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + \
+        digest.hexdigest()[:8]
+    path = Path(root) / version
+    if path.exists():
+        raise BundleError(f"{path} already exists; bundles are immutable")
+    tmp = path.with_name(f".{version}.tmp")
+    tmp.mkdir(parents=True, exist_ok=False)
+    for name, state in states.items():
+        save_file(state, str(tmp / WEIGHT_FILES[name]), metadata={"stage": name})
+    num_items = vocab.get("num_items", len(vocab.get("items", [None])) - 1)
+    small_vocab = {"categories": list(vocab["categories"]),
+                   "user_features": vocab["user_features"], "num_items": num_items}
+    (tmp / "vocab.json").write_text(json.dumps(small_vocab))
+    (tmp / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, default=float))
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "version": version,
+        "dataset": dataset, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_categories": model.num_categories,
+        "feature_cardinalities": [len(v) for v in vocab["user_features"].values()],
+        "has_encoder": model.encoder is not None,
+        "files": {f: _sha256(tmp / f) for f in
+                  ("config.json", "vocab.json", *WEIGHT_FILES.values())},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    tmp.rename(path)
+    return path
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle.
+
+    Args:
+        path: its directory.
+        version: the version id.
+        config: the :class:`CascadeConfig`.
+        vocab: categories, user-feature vocabularies, |I|.
+        metrics: as saved.
+        model: the :class:`CCRec` cascade in eval mode.
+    """
+
+    path: Path
+    version: str
+    config: CascadeConfig
+    vocab: dict[str, Any]
+    metrics: dict[str, Any]
+    model: CCRec
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> Bundle:
+        """Load and check a bundle directory (raises :class:`BundleError`)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise BundleError(f"{path}: no such bundle directory")
+        missing = [f for f in REQUIRED if not (path / f).is_file()]
+        if missing:
+            raise BundleError(f"{path}: incomplete bundle, missing {missing}")
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+            vocab = json.loads((path / "vocab.json").read_text())
+            config = build(CascadeConfig, json.loads((path / "config.json").read_text()))
+            metrics = json.loads((path / "metrics.json").read_text())
+        except (json.JSONDecodeError, ConfigError) as exc:
+            raise BundleError(f"{path}: unreadable bundle metadata: {exc}") from exc
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} bundle")
+        if verify:
+            for name, digest in manifest.get("files", {}).items():
+                if _sha256(path / name) != digest:
+                    raise BundleError(f"{path}: {name} does not match its digest in manifest.json")
+        num_categories = len(vocab["categories"]) - 1
+        cards = [len(v) for v in vocab["user_features"].values()]
+        if num_categories != manifest["num_categories"]:
+            raise BundleError(
+                f"{path}: vocab.json has {num_categories} categories, the manifest "
+                f"{manifest['num_categories']}")
+        states = {name: load_file(str(path / f)) for name, f in WEIGHT_FILES.items()}
+        rows = states["sampler"]["embedding.weight"].shape[0]
+        if rows != num_categories + 1:
+            raise BundleError(
+                f"{path}: vocab.json has {num_categories} categories but the sampler weights "
+                f"have {rows - 1}")
+        sampler = MLESampler(num_categories, config.max_past, config.sampler)
+        encoder = CategoryVAE(cards, num_categories, config.encoder)
+        emb_dim = encoder.latent_dim if config.scorer.use_vae else 0
+        scorer = PrecisionScorer(num_categories, emb_dim, config.scorer)
+        for name, module in (("sampler", sampler), ("encoder", encoder), ("scorer", scorer)):
+            try:
+                module.load_state_dict(states[name], strict=True)
+            except RuntimeError as exc:
+                raise BundleError(
+                    f"{path}: {WEIGHT_FILES[name]} does not fit the config/vocabulary: "
+                    f"{str(exc).splitlines()[0]} {str(exc).splitlines()[1:3]}") from exc
+        model = CCRec(sampler, encoder if config.scorer.use_vae else None, scorer,
+                      config.candidates).eval()
+        return cls(path=path, version=manifest["version"], config=config, vocab=vocab,
+                   metrics=metrics, model=model, manifest=manifest)
+
+    def recommender(self) -> CascadeRecommender:
+        return CascadeRecommender(self.model, self.vocab, self.config)
+
+
+@dataclass(frozen=True)
+class UserRequest:
+    """One user's state, as the feature store holds it.
+
+    Args:
+        past_categories: δ_t, category indices 1..C, oldest first.
+        past_items: the item indices (1..I) of each past category interaction.
+        user_features: one index per f_t column (0 = unknown).
+    """
+
+    past_categories: Sequence[int]
+    past_items: Sequence[Sequence[int]] | None = None
+    user_features: Sequence[int] | None = None
+
+
+class CascadeRecommender:
+    """Top-k categories from a trained cascade, one user or a batch.
+
+    Args:
+        model: the :class:`CCRec` cascade.
+        vocab: the bundle's vocabulary (category names by index).
+        config: the cascade's configuration (k, profile size).
+    """
+
+    def __init__(self, model: CCRec, vocab: dict[str, Any], config: CascadeConfig) -> None:
+        self.model = model.eval()
+        self.categories: list[str] = list(vocab["categories"])
+        self.category_index = {c: i for i, c in enumerate(self.categories) if i > 0}
+        self.num_features = len(vocab["user_features"])
+        self.max_past = config.max_past
+        self.profile_dim = config.encoder.item_profile_dim
+
+    def _tensors(self, requests: Sequence[UserRequest]):
+        n, k, p = len(requests), self.max_past, self.profile_dim
+        past = np.zeros((n, k), np.int64)
+        feats = np.zeros((n, self.num_features), np.int64)
+        profiles = torch.zeros(n, k, p)
+        rows, cols, vals = [], [], []
+        for i, r in enumerate(requests):
+            cats = list(r.past_categories)[-k:]
+            past[i, : len(cats)] = cats
+            if r.user_features is not None:
+                feats[i, : len(r.user_features)] = r.user_features
+            if r.past_items is not None:
+                items_per_ci = list(r.past_items)[-k:] if len(r.past_items) else []
+                for j, items in enumerate(items_per_ci):
+                    if len(items) == 0:
+                        continue
+                    b = item_buckets(np.asarray(items, np.int64), p)
+                    rows.append(np.full(len(b), i * k + j))
+                    cols.append(b)
+                    vals.append(np.full(len(b), 1.0 / len(b), np.float32))
+        if rows:
+            flat = profiles.view(n * k, p)
+            flat.index_put_((torch.from_numpy(np.concatenate(rows)),
+                             torch.from_numpy(np.concatenate(cols))),
+                            torch.from_numpy(np.concatenate(vals)), accumulate=True)
+        return torch.from_numpy(past), profiles, torch.from_numpy(feats)
+
+    @torch.inference_mode()
+    def scores(self, requests: Sequence[UserRequest]) -> torch.Tensor:
+        """[B, C+1] cascade scores (column 0 is padding)."""
+        past, profiles, feats = self._tensors(requests)
+        return self.model.score_tensors(past, profiles, feats)
+
+    @torch.inference_mode()
+    def recommend_batch(self, requests: Sequence[UserRequest], k: int = 3,
+                        exclude: Sequence[Sequence[int]] | None = None
+                        ) -> list[list[tuple[int, float]]]:
+        """Top-k (category index, score) per request, best first."""
+        scores = self.scores(requests)
+        scores[:, 0] = -torch.inf
+        if exclude is not None:
+            for i, ex in enumerate(exclude):
+                if len(ex):
+                    scores[i, torch.as_tensor(list(ex), dtype=torch.long)] = -torch.inf
+        top = scores.topk(min(k, scores.shape[1] - 1), -1)
+        return [
+            [(int(c), float(s)) for c, s in zip(ix.tolist(), sc.tolist(), strict=True)
+             if s != -float("inf")]
+            for ix, sc in zip(top.indices, top.values, strict=True)
+        ]
+
+    def recommend(self, past_categories: Sequence[int],
+                  past_items: Sequence[Sequence[int]] | None = None,
+                  user_features: Sequence[int] | None = None, k: int = 3,
+                  exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
+        """Top-k (category index, score) for one user, best first."""
+        request = UserRequest(past_categories, past_items, user_features)
+        return self.recommend_batch([request], k, [exclude])[0]
+
+    def names(self, recommended: Sequence[tuple[int, float]]) -> list[tuple[str, float]]:
+        """Replace category indices by their ids in the source data."""
+        return [(self.categories[c], s) for c, s in recommended]

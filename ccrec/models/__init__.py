@@ -1,0 +1,1 @@
+"""The cascade's three stages and the interface every recommender implements."""

@@ -1,0 +1,1 @@
+"""Training: tensorised tables and loaders, the per-epoch loop, the cascade driver."""

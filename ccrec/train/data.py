@@ -1,0 +1,236 @@
+"""Tensorised splits and their DataLoaders.
+
+A *table* holds one split as numpy arrays and builds a typed batch for any
+list of row numbers (:meth:`batch`). :class:`TableDataset` exposes a table to
+``torch.utils.data.DataLoader`` through ``__getitems__``, so a whole batch is
+built in one vectorised call and any sampler (shuffling, seeded, or Ray's /
+DDP's ``DistributedSampler``) can drive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ccrec.batch import CandidateBatch, CategoryBatch, InteractionBatch, item_buckets
+
+
+class Table(Protocol):
+    def __len__(self) -> int: ...
+    def batch(self, rows: np.ndarray) -> Any: ...
+
+
+class _Profiles:
+    """Item profiles of many category interactions in CSR form.
+
+    ``ptr[g]:ends[g]`` are the (bucket, weight) entries of group g; each group
+    holds one or more interactions, told apart by ``slot``.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[np.ndarray]], profile_dim: int) -> None:
+        self.profile_dim = profile_dim
+        buckets, weights, slots, counts = [], [], [], []
+        for group in groups:
+            n = 0
+            for slot, items in enumerate(group):
+                items = np.asarray(items, dtype=np.int64)
+                if len(items) == 0:
+                    continue
+                buckets.append(item_buckets(items, profile_dim))
+                weights.append(np.full(len(items), 1.0 / len(items), dtype=np.float32))
+                slots.append(np.full(len(items), slot, dtype=np.int64))
+                n += len(items)
+            counts.append(n)
+        cat = np.concatenate
+        self.buckets = cat(buckets) if buckets else np.zeros(0, np.int64)
+        self.weights = cat(weights) if weights else np.zeros(0, np.float32)
+        self.slots = cat(slots) if slots else np.zeros(0, np.int64)
+        self.ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.ends = self.ptr[1:]
+
+    def dense(self, groups: np.ndarray, slots_per_group: int) -> torch.Tensor:
+        """[len(groups), slots_per_group, P] float profiles of the given groups."""
+        starts, ends = self.ptr[groups], self.ends[groups]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        idx = offsets + np.arange(total)
+        local = np.repeat(np.arange(len(groups)), lengths)
+        out = torch.zeros(len(groups) * slots_per_group, self.profile_dim)
+        flat = torch.from_numpy(local * slots_per_group + self.slots[idx])
+        out.index_put_(
+            (flat, torch.from_numpy(self.buckets[idx])),
+            torch.from_numpy(self.weights[idx]),
+            accumulate=True,
+        )
+        return out.view(len(groups), slots_per_group, self.profile_dim)
+
+
+def _pad(sequences: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    out = np.zeros((len(sequences), width), dtype=np.int64)
+    for i, seq in enumerate(sequences):
+        seq = np.asarray(seq, dtype=np.int64)[-width:]
+        out[i, : len(seq)] = seq
+    return out
+
+
+class UserTable:
+    """One split of prepared examples, one row per user.
+
+    Args:
+        frame: rows of ``PreparedData.examples`` (one split).
+        num_categories: |C|.
+        max_past: k; longer pasts keep their most recent k interactions.
+        profile_dim: P, the number of item-profile buckets.
+    """
+
+    def __init__(
+        self, frame: pd.DataFrame, num_categories: int, max_past: int, profile_dim: int
+    ) -> None:
+        self.num_categories = num_categories
+        self.max_past = max_past
+        self.users = frame["user"].to_numpy()
+        self.past_categories = _pad(list(frame["past_categories"]), max_past)
+        past_items = [list(items)[-max_past:] for items in frame["past_items"]]
+        self.profiles = _Profiles(past_items, profile_dim)
+        self.user_features = np.stack(
+            [np.asarray(f, dtype=np.int64) for f in frame["user_features"]]
+        ) if len(frame) else np.zeros((0, 0), np.int64)
+        self.future = [np.asarray(f, dtype=np.int64) for f in frame["future_categories"]]
+        self.targets = np.zeros((len(frame), num_categories + 1), dtype=np.float32)
+        for i, fut in enumerate(self.future):
+            self.targets[i, fut] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def profile_dim(self) -> int:
+        return self.profiles.profile_dim
+
+    def batch(self, rows: np.ndarray) -> CategoryBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        return CategoryBatch(
+            past_categories=torch.from_numpy(self.past_categories[rows]),
+            past_profiles=self.profiles.dense(rows, self.max_past),
+            user_features=torch.from_numpy(self.user_features[rows]),
+            targets=torch.from_numpy(self.targets[rows]),
+            rows=torch.from_numpy(rows),
+        )
+
+    def interactions(self) -> InteractionTable:
+        """Every past category interaction of these users, one row each (VAE data)."""
+        user_row, slot = np.nonzero(self.past_categories)
+        return InteractionTable(self, user_row, slot)
+
+
+class InteractionTable:
+    """Category interactions (user row, position) of a :class:`UserTable`."""
+
+    def __init__(self, users: UserTable, user_row: np.ndarray, slot: np.ndarray) -> None:
+        self.users, self.user_row, self.slot = users, user_row, slot
+        p = users.profiles
+        # one CSR group per interaction: re-key the users' entries by (row, slot)
+        entry_row = np.repeat(np.arange(len(users)), np.diff(p.ptr))
+        key = entry_row * users.max_past + p.slots
+        order = np.argsort(key, kind="stable")
+        ci_key = user_row * users.max_past + slot
+        self.profiles = _Profiles([], p.profile_dim)
+        self.profiles.buckets, self.profiles.weights = p.buckets[order], p.weights[order]
+        self.profiles.slots = np.zeros(len(order), np.int64)
+        sorted_keys = key[order]
+        self.profiles.ptr = np.concatenate([
+            np.searchsorted(sorted_keys, ci_key, side="left"),
+            [len(order)]]).astype(np.int64)
+        self.profiles.ends = np.searchsorted(sorted_keys, ci_key, side="right").astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.user_row)
+
+    def batch(self, rows: np.ndarray) -> InteractionBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        user_row, slot = self.user_row[rows], self.slot[rows]
+        return InteractionBatch(
+            user_features=torch.from_numpy(self.users.user_features[user_row]),
+            profiles=self.profiles.dense(rows, 1)[:, 0],
+            categories=torch.from_numpy(self.users.past_categories[user_row, slot]),
+        )
+
+
+class CandidateTable:
+    """Users with their stage-1 candidates and VAE embeddings (the scorer's data).
+
+    Args:
+        users: the split's :class:`UserTable`.
+        candidates: [N, R] long candidate categories (0 = padding).
+        candidate_m1: [N, R] float, M1's probability of each candidate.
+        ci_embeddings: [N, k, E] float VAE embeddings of the past interactions.
+    """
+
+    def __init__(
+        self,
+        users: UserTable,
+        candidates: np.ndarray,
+        candidate_m1: np.ndarray,
+        ci_embeddings: np.ndarray,
+    ) -> None:
+        self.users = users
+        self.candidates = candidates.astype(np.int64)
+        self.candidate_m1 = candidate_m1.astype(np.float32)
+        self.ci_embeddings = ci_embeddings.astype(np.float32)
+        self.labels = np.take_along_axis(users.targets, self.candidates, axis=1)
+        self.labels[self.candidates == 0] = 0.0
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batch(self, rows: np.ndarray) -> CandidateBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        return CandidateBatch(
+            past_categories=torch.from_numpy(self.users.past_categories[rows]),
+            ci_embeddings=torch.from_numpy(self.ci_embeddings[rows]),
+            candidates=torch.from_numpy(self.candidates[rows]),
+            candidate_m1=torch.from_numpy(self.candidate_m1[rows]),
+            labels=torch.from_numpy(self.labels[rows]),
+            rows=torch.from_numpy(rows),
+        )
+
+
+class TableDataset(torch.utils.data.Dataset):
+    """A table as a map-style dataset whose ``__getitems__`` builds whole batches."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int):
+        return self.table.batch(np.asarray([index]))
+
+    def __getitems__(self, indices: list[int]):
+        return self.table.batch(np.asarray(indices, dtype=np.int64))
+
+
+def passthrough(batch: Any) -> Any:
+    """The loaders' collate function: batches are already built by the table."""
+    return batch
+
+
+def make_loader(
+    table: Table, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """A seeded DataLoader over a table (its sampler can be swapped for DDP/Ray)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        TableDataset(table),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=passthrough,
+        generator=generator,
+        num_workers=num_workers,
+    )

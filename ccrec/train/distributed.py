@@ -1,0 +1,542 @@
+"""The cascade on Ray: each stage a Ray Train ``TorchTrainer`` job, data through Ray Data.
+
+The same driver runs on a laptop (a local Ray instance, ``num_workers=2``) and
+on a cluster (``address="auto"``, N workers or an elastic ``(min, max)``
+range, GPUs). It reuses the plain-PyTorch pieces of :mod:`ccrec.train.loop`
+and :mod:`ccrec.train.cascade` unchanged:
+
+1. **M1** — :func:`run_stage` launches a TorchTrainer whose workers read their
+   shard of the training users from the prepared ``examples.parquet`` (Ray
+   Data, ``streaming_split``; nothing is collected in the driver), build a
+   :class:`~ccrec.train.data.UserTable` and call
+   :func:`~ccrec.train.loop.train_epoch` on a DDP-wrapped
+   :class:`~ccrec.train.loop.TrainStep` (``prepare_model``).
+2. **VAE** — the same, on the shard's past category interactions.
+3. **Candidates** — :func:`infer_candidates` is Ray Data ``map_batches``
+   batch inference: M1's r_t and y^{M1} and the VAE's μ for every train and
+   validation user, written as parquet next to the run.
+4. **M2** — a TorchTrainer over that parquet, early-stopped on validation HR@1.
+
+Every epoch of every stage writes a checkpoint (weights, optimiser, best
+weights, early-stopping state, history). With ``FailureConfig(max_failures)``
+a killed worker group is restarted and :func:`_stage_loop` resumes from
+``ray.train.get_checkpoint()`` at the next epoch.
+
+Each worker keeps the *global* batch size: with W workers a worker's batch
+is ``batch_size // W``, so 1 and 2 workers take the same optimisation steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import torch
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
+from ray.train.torch import TorchTrainer, prepare_model
+from torch import nn
+
+from ccrec.data.fetch import cache_dir
+from ccrec.data.prepared import load_prepared, resolve
+from ccrec.models.cascade import CCRec, candidates_from_m1
+from ccrec.models.encoder import CategoryVAE
+from ccrec.models.sampler import MLESampler
+from ccrec.models.scorer import PrecisionScorer
+from ccrec.train.cascade import CascadeConfig, scorer_validation
+from ccrec.train.data import CandidateTable, UserTable, make_loader
+from ccrec.train.loop import (
+    TrainConfig,
+    TrainStep,
+    evaluate_epoch,
+    make_optimizer,
+    seed_everything,
+    train_epoch,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("m1", "vae", "m2")
+#: The examples columns the stages read (the rest of the parquet stays on disk).
+EXAMPLE_COLUMNS = ["user", "past_categories", "past_items", "user_features",
+                   "future_categories", "split"]
+CANDIDATE_COLUMNS = ["candidates", "candidate_m1", "ci_embeddings"]
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how wide the Ray Train jobs run.
+
+    Args:
+        num_workers: training workers per stage (fixed size).
+        min_workers, max_workers: both set = an elastic range: the worker
+            group follows an autoscaling cluster between these sizes.
+        use_gpu: one GPU per worker (and per inference actor).
+        cpus_per_worker: CPUs each worker reserves (1 on a laptop).
+        address: Ray address (``auto`` for a cluster; None = local instance).
+        storage_path: where runs and checkpoints go (shared storage on a
+            cluster); default ``$CCREC_HOME/ray_results``.
+        name: run name; stage runs are ``{name}-m1`` etc.
+        max_failures: worker-group restarts per stage (``FailureConfig``).
+        fail_after_epoch: test hook, raise once after this epoch's checkpoint
+            of ``fail_stage`` (a marker file makes it fire on the first attempt only).
+        fail_stage: the stage the test hook targets.
+    """
+
+    num_workers: int = 2
+    min_workers: int | None = None
+    max_workers: int | None = None
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+    storage_path: str | None = None
+    name: str | None = None
+    max_failures: int = 1
+    fail_after_epoch: int | None = None
+    fail_stage: str = "m1"
+
+    def scaling(self) -> ScalingConfig:
+        workers: int | tuple[int, int] = self.num_workers
+        if self.min_workers is not None or self.max_workers is not None:
+            lo = self.min_workers if self.min_workers is not None else 1
+            hi = self.max_workers if self.max_workers is not None else max(lo, self.num_workers)
+            workers = (lo, hi)
+        return ScalingConfig(
+            num_workers=workers,
+            use_gpu=self.use_gpu,
+            resources_per_worker={"CPU": self.cpus_per_worker},
+        )
+
+    def storage(self) -> Path:
+        return Path(self.storage_path) if self.storage_path else cache_dir() / "ray_results"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage trains; shipped to every worker (plain, picklable data).
+
+    Args:
+        stage: ``m1``, ``vae`` or ``m2``.
+        num_categories, feature_cardinalities: from the prepared vocabulary.
+        cascade: the cascade configuration (model and training settings).
+        embedding_dim: E of the VAE embeddings (M2 only).
+    """
+
+    stage: str
+    num_categories: int
+    feature_cardinalities: tuple[int, ...]
+    cascade: CascadeConfig
+    embedding_dim: int = 0
+
+    @property
+    def train(self) -> TrainConfig:
+        c = self.cascade
+        base = {"m1": c.train_sampler, "vae": c.train_encoder, "m2": c.train_scorer}[self.stage]
+        offset = {"m1": 0, "vae": 1, "m2": 2}[self.stage]
+        return replace(base, seed=base.seed + c.seed + offset, progress=False)
+
+    def build(self) -> nn.Module:
+        c = self.cascade
+        torch.manual_seed(c.seed + {"m1": 0, "vae": 1, "m2": 2}[self.stage])
+        if self.stage == "m1":
+            return MLESampler(self.num_categories, c.max_past, c.sampler)
+        if self.stage == "vae":
+            return CategoryVAE(list(self.feature_cardinalities), self.num_categories, c.encoder)
+        return PrecisionScorer(self.num_categories, self.embedding_dim, c.scorer)
+
+    def users(self, frame: pd.DataFrame) -> UserTable:
+        c = self.cascade
+        return UserTable(frame, self.num_categories, c.max_past, c.encoder.item_profile_dim)
+
+    def table(self, frame: pd.DataFrame):
+        """The stage's training table for a frame of examples (+ candidate columns)."""
+        users = self.users(frame)
+        if self.stage == "m1":
+            return users
+        if self.stage == "vae":
+            return users.interactions()
+        return candidate_table(users, frame, self.embedding_dim)
+
+
+def candidate_table(users: UserTable, frame: pd.DataFrame, embedding_dim: int) -> CandidateTable:
+    """A :class:`CandidateTable` from the columns :func:`infer_candidates` wrote."""
+    n, k = len(users), users.max_past
+    cands = np.stack([np.asarray(v, np.int64) for v in frame["candidates"]]) if n else \
+        np.zeros((0, 0), np.int64)
+    probs = np.stack([np.asarray(v, np.float32) for v in frame["candidate_m1"]]) if n else \
+        np.zeros((0, 0), np.float32)
+    emb = np.stack([np.asarray(v, np.float32) for v in frame["ci_embeddings"]]) if n else \
+        np.zeros((0, 0), np.float32)
+    return CandidateTable(users, cands, probs, emb.reshape(n, k, embedding_dim))
+
+
+def _shard_frame(name: str) -> pd.DataFrame | None:
+    """This worker's shard of a Ray dataset as one frame (worker memory, not the driver's)."""
+    shard = ray.train.get_dataset_shard(name)
+    if shard is None:
+        return None
+    frames = list(shard.iter_batches(batch_format="pandas", batch_size=4096))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _validator(spec: StageSpec, model: nn.Module, valid: pd.DataFrame | None):
+    if valid is None or len(valid) == 0:
+        return None
+    table = spec.table(valid)
+    if spec.stage == "m2":
+        return scorer_validation(table)
+    loader = make_loader(table, 1024, shuffle=False)
+    return lambda m: evaluate_epoch(TrainStep(m), loader)
+
+
+def _better(value: float, best: float, monitor: str, min_delta: float) -> bool:
+    if math.isnan(best):
+        return True
+    return value < best - min_delta if monitor == "loss" else value > best + min_delta
+
+
+def _save(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+          best_state: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    torch.save(model.state_dict(), directory / "model.pt")
+    torch.save(best_state, directory / "best.pt")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+
+
+def _stage_loop(loop_config: dict[str, Any]) -> None:
+    """The per-worker training function of every stage (runs inside Ray Train)."""
+    spec: StageSpec = loop_config["spec"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    config = spec.train
+    seed_everything(config.seed)
+    model = spec.build()
+    train = spec.table(_shard_frame("train"))
+    validate = _validator(spec, model, _shard_frame("valid"))
+    per_worker = replace(config, batch_size=max(1, config.batch_size // world))
+    loader = make_loader(train, per_worker.batch_size, shuffle=True, seed=config.seed + rank)
+    step = prepare_model(TrainStep(model))  # DDP when world > 1; the device is set here
+    optimizer = make_optimizer(model, config)
+
+    state: dict[str, Any] = {"epoch": -1, "best_value": math.nan, "best_epoch": -1,
+                             "bad_epochs": 0, "history": []}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            d = Path(d)
+            model.load_state_dict(torch.load(d / "model.pt", weights_only=True))
+            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+            best_state = torch.load(d / "best.pt", weights_only=True)
+            state = json.loads((d / "state.json").read_text())
+    start = state["epoch"] + 1
+
+    for epoch in range(start, config.epochs):
+        if state["bad_epochs"] >= config.patience:
+            break
+        loader.generator.manual_seed(config.seed + 1000 * epoch + rank)  # resumable shuffle
+        fitted = train_epoch(step, loader, optimizer, per_worker, epoch=epoch, desc=spec.stage)
+        metrics: dict[str, Any] = {
+            "stage": spec.stage, "epoch": epoch, "start_epoch": start, "world_size": world,
+            "train_loss": fitted["loss"], "train_seconds": fitted["seconds"],
+            "train_examples": fitted["examples"] * world,
+            "examples_per_s": fitted["examples"] * world / max(fitted["seconds"], 1e-9),
+        }
+        if validate is not None:
+            model.eval()
+            values = validate(model)
+            metrics.update({f"valid_{k}": float(v) for k, v in values.items()})
+            value = float(values[config.monitor])
+            if _better(value, state["best_value"], config.monitor, config.min_delta):
+                state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+        else:
+            state.update(best_epoch=epoch)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state["epoch"] = epoch
+        state["history"].append(metrics)
+        metrics.update(best_epoch=state["best_epoch"], best_value=state["best_value"])
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = None
+            if rank == 0:
+                _save(Path(tmp), model, optimizer, best_state, state)
+                saved = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=saved)
+        _maybe_fail(loop_config, spec.stage, epoch, rank)
+
+
+def _maybe_fail(loop_config: dict[str, Any], stage: str, epoch: int, rank: int) -> None:
+    """Test hook: die once after ``fail_after_epoch``'s checkpoint (see :class:`RayConfig`)."""
+    marker = loop_config.get("fail_marker")
+    if (marker and rank == 0 and stage == loop_config.get("fail_stage")
+            and epoch == loop_config.get("fail_after_epoch") and not os.path.exists(marker)):
+        Path(marker).write_text(f"failed after epoch {epoch}\n")
+        raise RuntimeError(f"injected failure in {stage} after epoch {epoch}")
+
+
+@dataclass
+class StageResult:
+    """A finished stage: its best weights, history and throughput.
+
+    Args:
+        stage: ``m1``, ``vae`` or ``m2``.
+        state_dict: the best epoch's weights.
+        history: one dict per epoch as reported (``start_epoch`` tells the attempt).
+        best_epoch, best_value: the early-stopping record.
+        checkpoint_path: the last checkpoint's directory.
+        seconds: wall time of the job (start-up included).
+    """
+
+    stage: str
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_value: float
+    checkpoint_path: str
+    seconds: float = 0.0
+
+    @property
+    def examples_per_s(self) -> float:
+        rows = [h for h in self.history if "examples_per_s" in h]
+        examples = sum(h["train_examples"] for h in rows)
+        seconds = sum(h["train_seconds"] for h in rows)
+        return examples / max(seconds, 1e-9)
+
+    @property
+    def epoch_seconds(self) -> float:
+        rows = [h["train_seconds"] for h in self.history]
+        return float(np.mean(rows)) if rows else math.nan
+
+
+def run_stage(spec: StageSpec, datasets: dict[str, Any], ray_config: RayConfig,
+              *, run_name: str, callbacks: list | None = None) -> StageResult:
+    """Train one stage as a TorchTrainer job and return its best weights."""
+    loop_config: dict[str, Any] = {"spec": spec}
+    storage = ray_config.storage()
+    storage.mkdir(parents=True, exist_ok=True)
+    if ray_config.fail_after_epoch is not None:
+        loop_config.update(fail_stage=ray_config.fail_stage,
+                           fail_after_epoch=ray_config.fail_after_epoch,
+                           fail_marker=str(storage / f"{run_name}.failed"))
+    trainer = TorchTrainer(
+        _stage_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray_config.scaling(),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=ray_config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {spec.stage} reported no checkpoint ({result.error})")
+    with result.checkpoint.as_directory() as d:
+        d = Path(d)
+        state = json.loads((d / "state.json").read_text())
+        weights = torch.load(d / "best.pt", weights_only=True)
+    return StageResult(spec.stage, weights, state["history"], state["best_epoch"],
+                       state["best_value"], result.checkpoint.path, seconds)
+
+
+def split_dataset(path: Path | str, split: str, columns: list[str] | None = None):
+    """One split of a parquet file/directory as a lazy Ray dataset."""
+    ds = ray.data.read_parquet(str(path), columns=columns)
+    return ds.filter(expr=f"split == '{split}'")
+
+
+class _CascadeInference:
+    """Ray Data UDF: M1's candidates and the VAE's μ for a batch of users."""
+
+    def __init__(self, spec: StageSpec, sampler_path: str, encoder_path: str,
+                 device: str = "cpu") -> None:
+        c = spec.cascade
+        self.spec, self.device = spec, torch.device(device)
+        self.sampler = MLESampler(spec.num_categories, c.max_past, c.sampler)
+        self.sampler.load_state_dict(torch.load(sampler_path, weights_only=True))
+        self.encoder = CategoryVAE(list(spec.feature_cardinalities), spec.num_categories,
+                                   c.encoder)
+        self.encoder.load_state_dict(torch.load(encoder_path, weights_only=True))
+        self.sampler.to(self.device).eval()
+        self.encoder.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        users = self.spec.users(frame)
+        b = users.batch(np.arange(len(users))).to(self.device)
+        cands, probs = candidates_from_m1(self.sampler(b.past_categories), b.past_categories,
+                                          self.spec.cascade.candidates)
+        emb = self.encoder.embed(b.user_features, b.past_profiles, b.past_categories)
+        out = frame.copy()
+        out["candidates"] = list(cands.cpu().numpy())
+        out["candidate_m1"] = list(probs.cpu().numpy())
+        out["ci_embeddings"] = list(emb.reshape(len(users), -1).cpu().numpy())
+        return out
+
+
+def infer_candidates(examples: Path | str, spec: StageSpec, sampler_path: str,
+                     encoder_path: str, out_dir: Path, ray_config: RayConfig,
+                     splits: tuple[str, ...] = ("train", "valid"), batch_size: int = 1024) -> Path:
+    """Stage-1/2 batch inference over ``splits`` with Ray Data ``map_batches``; writes parquet."""
+    ds = ray.data.read_parquet(str(examples), columns=EXAMPLE_COLUMNS)
+    ds = ds.filter(expr=" or ".join(f"split == '{s}'" for s in splits))
+    actors = max(1, ray_config.num_workers)
+    ds = ds.map_batches(
+        _CascadeInference,
+        fn_constructor_kwargs={"spec": spec, "sampler_path": sampler_path,
+                               "encoder_path": encoder_path,
+                               "device": "cuda" if ray_config.use_gpu else "cpu"},
+        batch_format="pandas",
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        num_cpus=ray_config.cpus_per_worker,
+        num_gpus=1 if ray_config.use_gpu else 0,
+    )
+    ds.write_parquet(str(out_dir))
+    return out_dir
+
+
+@dataclass
+class DistributedResult:
+    """A cascade trained on Ray.
+
+    Args:
+        model: the :class:`CCRec` cascade (best weights of every stage).
+        config: its :class:`CascadeConfig`.
+        stages: per stage, its :class:`StageResult`.
+        seconds: wall time per stage and in total.
+        run_dir: the run's directory (checkpoints, candidate parquet).
+    """
+
+    model: CCRec
+    config: CascadeConfig
+    stages: dict[str, StageResult]
+    seconds: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+    @property
+    def valid_metrics(self) -> dict[str, float]:
+        """M2's validation metrics at its best epoch."""
+        m2 = self.stages["m2"]
+        row = next((h for h in m2.history if h["epoch"] == m2.best_epoch), m2.history[-1])
+        return {k.removeprefix("valid_"): v for k, v in row.items() if k.startswith("valid_")}
+
+
+def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> str:
+    torch.save(weights, path)
+    return str(path)
+
+
+def train_cascade_ray(dataset: str | Path, config: CascadeConfig, ray_config: RayConfig,
+                      *, m2_callbacks: list | None = None) -> DistributedResult:
+    """Train M1, the VAE and M2 as three Ray Train jobs (see the module docstring).
+
+    Args:
+        dataset: a prepared data-set name or directory.
+        config: the cascade's configuration.
+        ray_config: workers, GPUs, storage, failure handling.
+        m2_callbacks: Ray Train callbacks of the scorer job (Tune's
+            ``TuneReportCallback`` when run inside a trial).
+    """
+    if not ray.is_initialized():
+        ray.init(address=ray_config.address)
+    started = time.perf_counter()
+    path = resolve(dataset)
+    prepared_meta = load_prepared_meta(path)
+    name = ray_config.name or f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir = ray_config.storage() / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    examples = path / "examples.parquet"
+    common = {"num_categories": prepared_meta["num_categories"],
+              "feature_cardinalities": tuple(prepared_meta["feature_cardinalities"]),
+              "cascade": config}
+    seconds: dict[str, float] = {}
+
+    def user_datasets() -> dict[str, Any]:
+        return {s: split_dataset(examples, s, EXAMPLE_COLUMNS) for s in ("train", "valid")}
+
+    stages: dict[str, StageResult] = {}
+    for stage in ("m1", "vae"):
+        t = time.perf_counter()
+        stages[stage] = run_stage(StageSpec(stage, **common), user_datasets(), ray_config,
+                                  run_name=f"{name}-{stage}")
+        seconds[stage] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    latent = config.encoder.latent_dim
+    spec_m2 = StageSpec("m2", embedding_dim=latent if config.scorer.use_vae else 0, **common)
+    sampler_path = _save_weights(stages["m1"].state_dict, run_dir / "m1.pt")
+    encoder_path = _save_weights(stages["vae"].state_dict, run_dir / "vae.pt")
+    cand_dir = infer_candidates(examples, StageSpec("m2", embedding_dim=latent, **common),
+                                sampler_path, encoder_path, run_dir / "candidates", ray_config)
+    seconds["candidates"] = time.perf_counter() - t
+    if not config.scorer.use_vae:  # M2 without the VAE reads zero-width embeddings
+        spec_m2 = replace(spec_m2, embedding_dim=0)
+    t = time.perf_counter()
+    columns = EXAMPLE_COLUMNS + CANDIDATE_COLUMNS
+    cand_sets = {s: split_dataset(cand_dir, s, columns) for s in ("train", "valid")}
+    if not config.scorer.use_vae:
+        cand_sets = {s: ds.map_batches(_drop_embeddings, batch_format="pandas")
+                     for s, ds in cand_sets.items()}
+    stages["m2"] = run_stage(spec_m2, cand_sets, ray_config, run_name=f"{name}-m2",
+                             callbacks=m2_callbacks)
+    seconds["m2"] = time.perf_counter() - t
+
+    model = _assemble(stages, common, spec_m2.embedding_dim, config)
+    seconds["total"] = time.perf_counter() - started
+    log.info("cascade trained on Ray in %.1fs: %s", seconds["total"], seconds)
+    return DistributedResult(model, config, stages, seconds, run_dir)
+
+
+def _drop_embeddings(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["ci_embeddings"] = [np.zeros(0, np.float32)] * len(frame)
+    return frame
+
+
+def _assemble(stages: dict[str, StageResult], common: dict[str, Any], embedding_dim: int,
+              config: CascadeConfig) -> CCRec:
+    sampler = StageSpec("m1", **common).build()
+    sampler.load_state_dict(stages["m1"].state_dict)
+    encoder = StageSpec("vae", **common).build()
+    encoder.load_state_dict(stages["vae"].state_dict)
+    scorer = StageSpec("m2", embedding_dim=embedding_dim, **common).build()
+    scorer.load_state_dict(stages["m2"].state_dict)
+    return CCRec(sampler, encoder if config.scorer.use_vae else None,  # type: ignore[arg-type]
+                 scorer, config.candidates).eval()  # type: ignore[arg-type]
+
+
+def load_prepared_meta(path: Path) -> dict[str, Any]:
+    """|C| and the f_t cardinalities from ``vocab.json`` (no examples loaded)."""
+    vocab = json.loads((path / "vocab.json").read_text())
+    return {"num_categories": len(vocab["categories"]) - 1,
+            "feature_cardinalities": [len(v) for v in vocab["user_features"].values()]}
+
+
+__all__ = ["RayConfig", "StageSpec", "StageResult", "DistributedResult", "run_stage",
+           "infer_candidates", "train_cascade_ray", "load_prepared"]
