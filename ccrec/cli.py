@@ -113,6 +113,103 @@ def data_stats(dataset: str, category_level: str | None, as_json: bool) -> None:
         click.echo(table2_markdown(name, rows))
 
 
+def _cascade_config(dataset: str, config_path: str | None, overrides: tuple[str, ...]):
+    """The data set's default YAML (ccrec/configs/<name>.yaml), a given file, plus --set."""
+    from pathlib import Path
+
+    from ccrec.config import load
+    from ccrec.train.cascade import CascadeConfig
+
+    if config_path is None:
+        default = Path(__file__).parent / "configs" / f"{dataset}.yaml"
+        config_path = str(default) if default.exists() else None
+    return load(CascadeConfig, config_path, list(overrides))
+
+
+def _load_for_training(dataset: str, category_level: str | None):
+    from ccrec.data.prepare import prepare, prepared_name
+    from ccrec.data.prepared import load_prepared, resolve
+
+    name = dataset if resolve(dataset).is_dir() else prepared_name(dataset, category_level)
+    if not (resolve(name) / "meta.json").exists():
+        with console.status(f"preparing {dataset}"):
+            prepare(dataset, category_level=category_level)
+    return name, load_prepared(name)
+
+
+def _training_options(f):
+    f = click.option("--threads", default=1, show_default=True, type=int,
+                     help="torch CPU threads (the machine is shared).")(f)
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a setting, e.g. --set candidates.size=5")(f)
+    f = click.option("--config", "config_path", default=None,
+                     help="YAML config (default: ccrec/configs/<dataset>.yaml).")(f)
+    f = click.option("--category-level", default=None)(f)
+    f = click.option("--dataset", required=True, help=f"{DATASET_HELP}, or a prepared dir")(f)
+    return f
+
+
+@cli.command()
+@_training_options
+@click.option("--out", default=None, help="Bundles root (default runs/bundles/<dataset>).")
+def train(dataset: str, category_level: str | None, config_path: str | None,
+          overrides: tuple[str, ...], threads: int, out: str | None) -> None:
+    """Train the cascade (M1 → VAE → M2) locally and write a model bundle."""
+    from pathlib import Path
+
+    import torch
+
+    from ccrec.bundle import save_bundle
+    from ccrec.evaluate import evaluate_recommender
+    from ccrec.train.cascade import train_cascade
+
+    torch.set_num_threads(threads)
+    name, prepared = _load_for_training(dataset, category_level)
+    config = _cascade_config(name, config_path, overrides)
+    result = train_cascade(prepared, config)
+    valid = evaluate_recommender(result.model, result.tables["valid"])
+    fits = {k: {"best_epoch": f.best_epoch, "epochs": len(f.history),
+                "examples_per_s": f.examples_per_s} for k, f in result.fits.items()}
+    path = save_bundle(result.model, config, prepared.vocab,
+                       Path(out or f"runs/bundles/{Path(name).name}"), dataset=name,
+                       metrics={"valid": valid, "fits": fits, "seconds": result.seconds})
+    console.print(f"trained in {result.seconds['total']:.1f}s; validation "
+                  + " ".join(f"{k}={valid[k]:.4f}" for k in ("HR@1", "HR@3", "HR@5")))
+    click.echo(path)
+
+
+@cli.command()
+@_training_options
+@click.option("--out-dir", default=None, help="Results directory (default runs/<dataset>).")
+@click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
+@click.option("--sensitivity/--no-sensitivity", default=True,
+              help="Also sweep |r_t| (paper Fig. 7).")
+@click.option("--bundle/--no-bundle", "with_bundle", default=True,
+              help="Save the CCRec cascade as a bundle under <out-dir>/bundles.")
+def evaluate(dataset: str, category_level: str | None, config_path: str | None,
+             overrides: tuple[str, ...], threads: int, out_dir: str | None,
+             json_path: str | None, sensitivity: bool, with_bundle: bool) -> None:
+    """Train CCRec and its ablations; write the paper's table for warm and cold users."""
+    from pathlib import Path
+
+    import torch
+
+    from ccrec.evaluate import SENSITIVITY_SIZES, markdown_table, run_evaluation
+
+    torch.set_num_threads(threads)
+    name, prepared = _load_for_training(dataset, category_level)
+    config = _cascade_config(name, config_path, overrides)
+    out = Path(out_dir or f"runs/{Path(name).name}")
+    summary = run_evaluation(
+        prepared, config, out_dir=out, json_path=Path(json_path) if json_path else None,
+        sensitivity_sizes=SENSITIVITY_SIZES if sensitivity else (),
+        bundle_root=out / "bundles" if with_bundle else None, title=Path(name).name,
+    )
+    for group, rows in summary["results"].items():
+        click.echo(f"\n{group} users\n" + markdown_table(rows))
+    console.print(f"done in {summary['seconds']:.0f}s → {out}")
+
+
 @cli.command()
 @click.option("--dataset", default="ml-1m", show_default=True, help=DATASET_HELP)
 def demo(dataset: str) -> None:

@@ -73,8 +73,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 def last_present(x: Tensor, mask: Tensor) -> Tensor:
     """x [B, k, d] at each row's last True position of mask [B, k] → [B, d]."""
-    last = (mask.long().sum(1) - 1).clamp(min=0)
-    return x[torch.arange(x.shape[0], device=x.device), last]
+    last = (mask.sum(1) - 1).clamp(min=0)  # [B]
+    return x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[2])).squeeze(1)
 
 
 class MLESampler(NeuralRecommender):
