@@ -163,7 +163,8 @@ def test_services_are_wired() -> None:
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert not any("zookeeper" in k.lower() for k in kafka)
     stream = services["stream"]
-    assert stream["command"] == ["ccrec", "stream", "run"]
+    assert stream["command"][:3] == ["ccrec", "stream", "run"]
+    assert "redis" == stream["command"][stream["command"].index("--online") + 1]
     env = stream["environment"]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["CCREC_REDIS_URL"].split(":")[0] == "redis"

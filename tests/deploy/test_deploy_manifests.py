@@ -217,10 +217,12 @@ def test_stream_worker_scales_on_the_interactions_lag() -> None:
     assert bootstrap.endswith(f":{plain[0]['port']}")
     (scaled,) = find(MANIFESTS, "ScaledObject")
     (deployment,) = find(MANIFESTS, "Deployment", scaled.body["spec"]["scaleTargetRef"]["name"])
-    assert deployment.body["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "ccrec", "stream", "run"
-    ]
+    command = deployment.body["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["ccrec", "stream", "run"]
     (trigger,) = scaled.body["spec"]["triggers"]
+    # KEDA must watch the lag of the group the worker really consumes in.
+    assert trigger["metadata"]["consumerGroup"] == command[command.index("--group-id") + 1]
+    assert command[command.index("--online") + 1] == "redis"
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["topic"] == TOPIC
     assert trigger["metadata"]["bootstrapServers"] == bootstrap
@@ -254,8 +256,10 @@ def test_ray_clusters_autoscale_within_an_elastic_range() -> None:
 
 def test_ray_jobs_run_ccrec_train_and_tune() -> None:
     jobs = {m.path.name: m.body["spec"] for m in find(MANIFESTS, "RayJob")}
-    assert jobs["rayjob-train.yaml"]["entrypoint"].startswith("ccrec train --address auto")
-    assert "--num-workers" in jobs["rayjob-train.yaml"]["entrypoint"]
+    train = jobs["rayjob-train.yaml"]["entrypoint"].split()
+    assert train[:2] == ["ccrec", "train"]
+    assert {"--dataset", "--address", "--num-workers"} <= set(train)
+    assert train[train.index("--address") + 1] == "auto"
     assert jobs["rayjob-train.yaml"]["shutdownAfterJobFinishes"] is True
     tune = jobs["rayjob-tune.yaml"]
     assert tune["entrypoint"].startswith("ccrec tune")
