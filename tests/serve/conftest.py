@@ -1,0 +1,103 @@
+"""Fixtures for the serving tests: bundles, the single-process app, one Serve graph.
+
+Serve's fast request path needs its environment variables before Ray starts,
+so they are set here, at collection time, before the session's ``ray_cluster``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve.runtime import apply_fast_path, free_port, wait_ready
+
+apply_fast_path()
+
+DEBUG_CONFIG = Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml"
+
+
+class MemoryPublisher:
+    """Accepts events in memory (the HTTP contract without a broker)."""
+
+    bootstrap_servers = "memory"
+
+    def __init__(self) -> None:
+        self.events = []
+
+    async def publish(self, event):
+        self.events.append(event)
+        return {"event_id": event.dedup_id, "topic": "memory", "partition": 0,
+                "offset": len(self.events) - 1}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def toy_bundles(tmp_path_factory) -> tuple[Path, Path]:
+    from serve.model import write_toy_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    return (write_toy_bundle(root / "v1", version="toy-1", seed=1),
+            write_toy_bundle(root / "v2", version="toy-2", seed=2))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A synthetic prepared data set and a cascade bundle trained on it (debug config)."""
+    import torch
+
+    from ccrec.bundle import save_bundle
+    from ccrec.config import load
+    from ccrec.data.prepared import load_prepared
+    from ccrec.data.synthetic import write_synthetic
+    from ccrec.train.cascade import CascadeConfig, train_cascade
+
+    root = tmp_path_factory.mktemp("trained")
+    prepared_path = write_synthetic(root / "synthetic")
+    prepared = load_prepared(prepared_path)
+    config = load(CascadeConfig, DEBUG_CONFIG, [])
+    torch.set_num_threads(1)
+    result = train_cascade(prepared, config)
+    bundle = save_bundle(result.model, config, prepared.vocab, root / "bundles",
+                         dataset="synthetic")
+    return prepared_path, prepared, bundle
+
+
+@pytest.fixture(scope="session")
+def serve_graph(ray_cluster):
+    """Serve started once per session with the CCRec graph (no bundle yet: not ready).
+
+    Yields a function ``deploy(**build_kwargs)`` that updates the graph in place
+    (user_config → ``reconfigure``) and the proxy URL.
+    """
+    from ray import serve
+
+    from serve.app import build
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+
+    def deploy(**kwargs):
+        kwargs.setdefault("replicas", 1)
+        kwargs.setdefault("features", {"source": "synthetic", "users": 50})
+        serve.run(build(**kwargs), name="ccrec", route_prefix="/", blocking=False)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            status = serve.status().applications.get("ccrec")
+            if status is not None and status.status == "RUNNING":
+                break
+            time.sleep(0.5)
+        wait_ready(url, path="/healthz")
+
+    deploy()
+    yield deploy, url
+    serve.delete("ccrec")
+
+
+def post(url: str, path: str, body) -> httpx.Response:
+    return httpx.post(url + path, json=body, timeout=30)
