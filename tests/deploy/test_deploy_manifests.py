@@ -264,10 +264,13 @@ def test_ray_jobs_run_ccrec_train_and_tune() -> None:
     tune = jobs["rayjob-tune.yaml"]
     assert tune["entrypoint"].startswith("ccrec tune")
     assert tune["clusterSelector"]["ray.io/cluster"] in _all_by_kind()["RayCluster"]
-    # generateName objects are created per run, so they stay out of `kubectl apply -f k8s/`.
+    # generateName objects are created per run, so they stay out of `kubectl apply -f k8s/`
+    # (which does not descend into subdirectories); so does the example Secret.
     for m in MANIFESTS:
         if "generateName" in m.body["metadata"]:
             assert m.path.parent == K8S_DIR / "jobs", m.id
+        if m.kind == "Secret":
+            assert m.path.parent == K8S_DIR / "secrets", m.id
 
 
 # ---- the Serve configuration (compose: serve run; Kubernetes: RayService) ------------------
@@ -332,3 +335,21 @@ def test_manifest_files_parse_as_yaml_streams() -> None:
     for path in sorted(Path(K8S_DIR).rglob("*.y*ml")):
         docs = list(yaml.safe_load_all(path.read_text()))
         assert docs and all(isinstance(d, dict) for d in docs), path
+
+
+def test_pods_on_the_shared_volume_run_as_the_image_user() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    uid = int(re.search(r"useradd .*--uid (\d+) ccrec", dockerfile).group(1))
+    seen = 0
+    for m in MANIFESTS:
+        for spec in _walk(m.body, "spec"):
+            if not (isinstance(spec, dict) and "containers" in spec):
+                continue
+            claims = {v.get("persistentVolumeClaim", {}).get("claimName")
+                      for v in spec.get("volumes", [])}
+            if "ccrec-data" in claims:
+                seen += 1
+                security = spec.get("securityContext", {})
+                assert security.get("runAsUser") == uid, m.id
+                assert security.get("fsGroup") == uid, m.id
+    assert seen >= 5
