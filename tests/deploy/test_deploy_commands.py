@@ -21,7 +21,7 @@ import tomllib
 import click
 import pytest
 import yaml
-from conftest import DEPLOY, REPO, load_manifests
+from deploy_schemas import DEPLOY, REPO, load_manifests
 
 # Commands of the issue that are still being written (not in the CLI yet) ...
 NOT_YET = {("stream",), ("tune",)}

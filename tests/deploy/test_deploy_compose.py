@@ -11,7 +11,7 @@ import subprocess
 import jsonschema
 import pytest
 import yaml
-from conftest import DEPLOY, REPO, SCHEMAS
+from deploy_schemas import DEPLOY, REPO, SCHEMAS
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"

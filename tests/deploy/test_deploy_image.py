@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from conftest import DEPLOY, REPO
+from deploy_schemas import DEPLOY, REPO
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import (
+from deploy_schemas import (
     DEPLOY,
     K8S_DIR,
     REPO,

@@ -1,4 +1,4 @@
-"""Loading deploy/'s manifests and validating them against the vendored schemas.
+"""Helpers of tests/deploy: load deploy/k8s/ manifests, validate them against deploy/schemas/
 
 Every YAML document under deploy/k8s/ is validated by its (apiVersion, kind)
 against deploy/schemas/: the Kubernetes definitions (pruned from
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -123,11 +122,6 @@ def validation_errors(body: dict[str, Any]) -> list[str]:
         where = "/".join(map(str, error.absolute_path)) or "<root>"
         out.append(f"{where}: {error.message[:300]}")
     return sorted(out)
-
-
-@pytest.fixture(scope="session")
-def manifests() -> list[Manifest]:
-    return load_manifests()
 
 
 def find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
