@@ -176,7 +176,9 @@ class VAERec(NeuralRecommender):
             self.steps += 1
         # multinomial log-likelihood of the future categories (column 0 never a target)
         nll = -(F.log_softmax(logits[:, 1:], -1) * batch.targets[:, 1:]).sum(-1)  # [B]
-        return (nll + self.beta() * kl_divergence(mu, logvar)).mean()
+        # validation (early stopping) uses the final β, so epochs stay comparable
+        beta = self.beta() if self.training else self.config.anneal_cap
+        return (nll + beta * kl_divergence(mu, logvar)).mean()
 
     @torch.no_grad()
     def score(self, batch: CategoryBatch) -> Tensor:
