@@ -74,7 +74,10 @@ def _resolve(args: list[str]) -> tuple[tuple[str, ...], click.Command | None, li
         sub = command.commands.get(name)
         if sub is None and command is cli and name in _plugins():
             module, _, attr = _plugins()[name].partition(":")
-            sub = getattr(importlib.import_module(module), attr)
+            try:
+                sub = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError):
+                sub = None  # registered, but its module has not landed yet
         if sub is None:
             return tuple(path), None, rest
         command = sub
