@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import httpx
 
@@ -61,3 +62,67 @@ def wait_ready(url: str, timeout: float = 180.0, path: str = "/readyz") -> None:
             last = str(exc)
         time.sleep(0.5)
     raise TimeoutError(f"{url}{path} not ready after {timeout:.0f}s: {last}")
+
+
+CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
+
+
+def serve_config(bundle: str | None = None, features: dict | None = None,
+                 kafka: str | None = None, replicas: int | None = None,
+                 port: int | None = None, batch: dict | None = None) -> dict:
+    """``serve_config.yaml`` with the bundle, feature source, broker and port filled in.
+
+    Args:
+        bundle: the model bundle directory (Sampler and Scorer user_config).
+        features: the Ingress's feature source (:func:`serve.features.reader_from_config`).
+        kafka: bootstrap servers for POST /v1/events.
+        replicas: a fixed replica count for every deployment instead of autoscaling.
+        port: the proxy's HTTP port.
+        batch: ``max_batch_size`` / ``batch_wait_timeout_s`` of both stages.
+    """
+    import copy
+
+    import yaml
+
+    config = copy.deepcopy(yaml.safe_load(CONFIG_PATH.read_text()))
+    if port is not None:
+        config["http_options"]["port"] = port
+    for deployment in config["applications"][0]["deployments"]:
+        user = deployment["user_config"]
+        if deployment["name"] == "Ingress":
+            if features is not None:
+                user["features"] = features
+            if kafka is not None:
+                user["kafka"] = kafka
+        else:
+            if bundle is not None:
+                user["bundle"] = str(bundle)
+            user.update(batch or {})
+        if replicas:
+            deployment.pop("autoscaling_config", None)
+            deployment["num_replicas"] = replicas
+    return config
+
+
+def deploy(config: dict, timeout: float = 300.0) -> None:
+    """Apply a Serve config to the running Serve instance (what ``serve deploy`` does).
+
+    Deploying the same import path again with only ``user_config`` changed
+    reconfigures the live replicas in place — the hot-reload path.
+    """
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+    names = [app["name"] for app in config["applications"]]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        apps = serve.status().applications
+        states = [apps[n].status if n in apps else None for n in names]
+        if all(s == "RUNNING" for s in states):
+            return
+        if any(s == "DEPLOY_FAILED" for s in states):
+            raise RuntimeError(f"Serve deploy failed: {apps}")
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve applications {names} not running after {timeout:.0f}s")

@@ -6,7 +6,6 @@ so they are set here, at collection time, before the session's ``ray_cluster``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -71,12 +70,13 @@ def trained(tmp_path_factory):
 def serve_graph(ray_cluster):
     """Serve started once per session with the CCRec graph (no bundle yet: not ready).
 
-    Yields a function ``deploy(**build_kwargs)`` that updates the graph in place
-    (user_config → ``reconfigure``) and the proxy URL.
+    Yields ``deploy(**serve_config_kwargs)``, which applies serve_config.yaml with those
+    settings the way ``serve deploy`` does (only user_config changes: in place), and
+    the proxy URL.
     """
     from ray import serve
 
-    from serve.app import build
+    from serve import runtime
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -85,13 +85,8 @@ def serve_graph(ray_cluster):
     def deploy(**kwargs):
         kwargs.setdefault("replicas", 1)
         kwargs.setdefault("features", {"source": "synthetic", "users": 50})
-        serve.run(build(**kwargs), name="ccrec", route_prefix="/", blocking=False)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            status = serve.status().applications.get("ccrec")
-            if status is not None and status.status == "RUNNING":
-                break
-            time.sleep(0.5)
+        kwargs.setdefault("bundle", None)
+        runtime.deploy(runtime.serve_config(port=port, **kwargs))
         wait_ready(url, path="/healthz")
 
     deploy()
