@@ -149,12 +149,35 @@ def _training_options(f):
     return f
 
 
+def _ray_options(f):
+    """Ray Train options of ``ccrec train`` (see docs/training.md)."""
+    for option in reversed([
+        click.option("--ray/--local", "use_ray", default=True, show_default=True,
+                     help="Each stage as a Ray Train job, or one local process."),
+        click.option("--num-workers", default=2, show_default=True, type=int,
+                     help="Ray Train workers per stage."),
+        click.option("--min-workers", default=None, type=int,
+                     help="Elastic: smallest worker group (with --max-workers)."),
+        click.option("--max-workers", default=None, type=int,
+                     help="Elastic: largest worker group (follows an autoscaling cluster)."),
+        click.option("--address", default=None, help="Ray cluster address, e.g. auto."),
+        click.option("--gpu", is_flag=True, help="One GPU per Ray worker."),
+        click.option("--storage", default=None,
+                     help="Checkpoint storage (default $CCREC_HOME/ray_results)."),
+        click.option("--max-failures", default=1, show_default=True, type=int,
+                     help="Worker-group restarts per stage."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @_training_options
 @click.option("--out", default=None, help="Bundles root (default runs/bundles/<dataset>).")
+@_ray_options
 def train(dataset: str, category_level: str | None, config_path: str | None,
-          overrides: tuple[str, ...], threads: int, out: str | None) -> None:
-    """Train the cascade (M1 → VAE → M2) locally and write a model bundle."""
+          overrides: tuple[str, ...], threads: int, out: str | None, **ray_options) -> None:
+    """Train the cascade (M1 → VAE → M2) on Ray Train (or --local) and write a model bundle."""
     from pathlib import Path
 
     import torch
@@ -164,6 +187,14 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     from ccrec.train.cascade import train_cascade
 
     torch.set_num_threads(threads)
+    if ray_options.pop("use_ray"):
+        from ccrec.train.distributed import ensure_prepared, train_with_ray
+
+        path = ensure_prepared(dataset, category_level)
+        config = _cascade_config(path.name, config_path, overrides)
+        click.echo(train_with_ray(path, config, Path(out or f"runs/bundles/{path.name}"),
+                                  **ray_options))
+        return
     name, prepared = _load_for_training(dataset, category_level)
     config = _cascade_config(name, config_path, overrides)
     result = train_cascade(prepared, config)

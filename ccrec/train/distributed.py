@@ -28,6 +28,7 @@ is ``batch_size // W``, so 1 and 2 workers take the same optimisation steps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import ray
 import ray.train
 import torch
@@ -55,7 +57,8 @@ from ray.train.torch import TorchTrainer, prepare_model
 from torch import nn
 
 from ccrec.data.fetch import cache_dir
-from ccrec.data.prepared import load_prepared, resolve
+from ccrec.data.prepared import resolve
+from ccrec.metrics import ranking_metrics
 from ccrec.models.cascade import CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
@@ -196,14 +199,41 @@ def _shard_frame(name: str) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _validator(spec: StageSpec, model: nn.Module, valid: pd.DataFrame | None):
+def read_split(examples: str | Path, split: str) -> pd.DataFrame:
+    """One (small) split read straight from parquet, e.g. the validation users."""
+    return pq.read_table(str(examples), columns=EXAMPLE_COLUMNS,
+                         filters=[("split", "=", split)]).to_pandas()
+
+
+def _valid_frame(loop_config: dict[str, Any]) -> pd.DataFrame | None:
+    """Every worker validates on all validation users (identical early stopping)."""
+    if not loop_config.get("examples"):
+        return None
+    frame = read_split(loop_config["examples"], "valid")
+    if loop_config.get("inference") is not None:  # M2: candidates by the same UDF
+        frame = _CascadeInference(**loop_config["inference"])(frame)
+    return frame
+
+
+def _validator(spec: StageSpec, valid: pd.DataFrame | None):
     if valid is None or len(valid) == 0:
         return None
     table = spec.table(valid)
     if spec.stage == "m2":
         return scorer_validation(table)
     loader = make_loader(table, 1024, shuffle=False)
-    return lambda m: evaluate_epoch(TrainStep(m), loader)
+    if spec.stage == "vae":
+        return lambda m: evaluate_epoch(TrainStep(m), loader)
+
+    @torch.no_grad()
+    def validate_sampler(m: nn.Module) -> dict[str, float]:
+        """M1's loss and its own HR@k / F1@k when its top categories are recommended."""
+        values = evaluate_epoch(TrainStep(m), loader)
+        ranked = [m.score(b)[:, 1:].topk(min(3, spec.num_categories), -1).indices.numpy() + 1
+                  for b in loader]
+        return {**values, **ranking_metrics(np.concatenate(ranked), table.future, (1, 3))}
+
+    return validate_sampler
 
 
 def _better(value: float, best: float, monitor: str, min_delta: float) -> bool:
@@ -229,7 +259,7 @@ def _stage_loop(loop_config: dict[str, Any]) -> None:
     seed_everything(config.seed)
     model = spec.build()
     train = spec.table(_shard_frame("train"))
-    validate = _validator(spec, model, _shard_frame("valid"))
+    validate = _validator(spec, _valid_frame(loop_config))
     per_worker = replace(config, batch_size=max(1, config.batch_size // world))
     loader = make_loader(train, per_worker.batch_size, shuffle=True, seed=config.seed + rank)
     step = prepare_model(TrainStep(model))  # DDP when world > 1; the device is set here
@@ -327,16 +357,33 @@ class StageResult:
         return float(np.mean(rows)) if rows else math.nan
 
 
-def run_stage(spec: StageSpec, datasets: dict[str, Any], ray_config: RayConfig,
-              *, run_name: str, callbacks: list | None = None) -> StageResult:
-    """Train one stage as a TorchTrainer job and return its best weights."""
-    loop_config: dict[str, Any] = {"spec": spec}
+def run_stage(spec: StageSpec, train: Any, ray_config: RayConfig, *, run_name: str,
+              examples: Path | str | None = None, inference: dict[str, Any] | None = None,
+              callbacks: list | None = None) -> StageResult:
+    """Train one stage as a TorchTrainer job and return its best weights.
+
+    Args:
+        spec: the stage.
+        train: its training data, a Ray dataset (split across the workers).
+        ray_config: workers, storage, failures.
+        run_name: the Ray Train run name (a rerun with the same name resumes).
+        examples: the prepared ``examples.parquet``; its validation users are
+            read by every worker for early stopping (None: no validation).
+        inference: :class:`_CascadeInference` arguments that turn validation
+            users into M2's candidate rows.
+        callbacks: Ray Train callbacks (Tune's ``TuneReportCallback``).
+    """
+    loop_config: dict[str, Any] = {"spec": spec, "inference": inference,
+                                   "examples": str(examples) if examples else None}
     storage = ray_config.storage()
     storage.mkdir(parents=True, exist_ok=True)
     if ray_config.fail_after_epoch is not None:
         loop_config.update(fail_stage=ray_config.fail_stage,
                            fail_after_epoch=ray_config.fail_after_epoch,
                            fail_marker=str(storage / f"{run_name}.failed"))
+    # Materialised before the workers take the CPUs: a lazy read would wait for a
+    # CPU that the training workers hold (Ray Data's budget excludes them).
+    train = train.materialize()
     trainer = TorchTrainer(
         _stage_loop,
         train_loop_config=loop_config,
@@ -348,7 +395,7 @@ def run_stage(spec: StageSpec, datasets: dict[str, Any], ray_config: RayConfig,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
         ),
-        datasets=datasets,
+        datasets={"train": train},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     started = time.perf_counter()
@@ -364,14 +411,24 @@ def run_stage(spec: StageSpec, datasets: dict[str, Any], ray_config: RayConfig,
                        state["best_value"], result.checkpoint.path, seconds)
 
 
-def split_dataset(path: Path | str, split: str, columns: list[str] | None = None):
-    """One split of a parquet file/directory as a lazy Ray dataset."""
-    ds = ray.data.read_parquet(str(path), columns=columns)
+def split_dataset(examples: Path | str, split: str = "train"):
+    """One split of the prepared examples as a Ray dataset (read by Ray Data tasks).
+
+    Ray Data pushes the column selection and the split filter down into the
+    parquet read; the rows go to the object store, never through the driver.
+    """
+    ds = ray.data.read_parquet(str(examples)).select_columns(EXAMPLE_COLUMNS)
     return ds.filter(expr=f"split == '{split}'")
 
 
 class _CascadeInference:
-    """Ray Data UDF: M1's candidates and the VAE's μ for a batch of users."""
+    """Ray Data UDF: M1's candidates r_t, y^{M1} and the VAE's μ for a batch of users.
+
+    Args:
+        spec: the M2 stage spec (model shapes and the candidate rule).
+        sampler_path, encoder_path: the best M1 / VAE weights (state dicts).
+        device: ``cpu`` or ``cuda``.
+    """
 
     def __init__(self, spec: StageSpec, sampler_path: str, encoder_path: str,
                  device: str = "cpu") -> None:
@@ -388,10 +445,10 @@ class _CascadeInference:
     @torch.no_grad()
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         users = self.spec.users(frame)
-        b = users.batch(np.arange(len(users))).to(self.device)
+        b = users.batch(np.arange(len(users))).to(self.device)  # CategoryBatch [B, …]
         cands, probs = candidates_from_m1(self.sampler(b.past_categories), b.past_categories,
-                                          self.spec.cascade.candidates)
-        emb = self.encoder.embed(b.user_features, b.past_profiles, b.past_categories)
+                                          self.spec.cascade.candidates)  # [B, R] each
+        emb = self.encoder.embed(b.user_features, b.past_profiles, b.past_categories)  # [B,k,E]
         out = frame.copy()
         out["candidates"] = list(cands.cpu().numpy())
         out["candidate_m1"] = list(probs.cpu().numpy())
@@ -399,26 +456,31 @@ class _CascadeInference:
         return out
 
 
-def infer_candidates(examples: Path | str, spec: StageSpec, sampler_path: str,
-                     encoder_path: str, out_dir: Path, ray_config: RayConfig,
-                     splits: tuple[str, ...] = ("train", "valid"), batch_size: int = 1024) -> Path:
-    """Stage-1/2 batch inference over ``splits`` with Ray Data ``map_batches``; writes parquet."""
-    ds = ray.data.read_parquet(str(examples), columns=EXAMPLE_COLUMNS)
-    ds = ds.filter(expr=" or ".join(f"split == '{s}'" for s in splits))
-    actors = max(1, ray_config.num_workers)
-    ds = ds.map_batches(
+def infer_candidates(users: Any, inference: dict[str, Any], ray_config: RayConfig,
+                     *, batch_size: int = 1024, out_dir: Path | None = None):
+    """Stage-1 (and VAE) batch inference with Ray Data ``map_batches``.
+
+    Args:
+        users: a Ray dataset of examples (the training users).
+        inference: :class:`_CascadeInference` arguments.
+        ray_config: actor count (``num_workers``), CPUs and GPUs per actor.
+        out_dir: also write the candidates as parquet there.
+    Returns:
+        The materialised dataset with ``candidates``, ``candidate_m1`` and
+        ``ci_embeddings`` columns added, M2's training data.
+    """
+    ds = users.map_batches(
         _CascadeInference,
-        fn_constructor_kwargs={"spec": spec, "sampler_path": sampler_path,
-                               "encoder_path": encoder_path,
-                               "device": "cuda" if ray_config.use_gpu else "cpu"},
+        fn_constructor_kwargs=inference,
         batch_format="pandas",
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, ray_config.num_workers)),
         num_cpus=ray_config.cpus_per_worker,
         num_gpus=1 if ray_config.use_gpu else 0,
-    )
-    ds.write_parquet(str(out_dir))
-    return out_dir
+    ).materialize()
+    if out_dir is not None:
+        ds.write_parquet(str(out_dir))
+    return ds
 
 
 @dataclass
@@ -430,7 +492,7 @@ class DistributedResult:
         config: its :class:`CascadeConfig`.
         stages: per stage, its :class:`StageResult`.
         seconds: wall time per stage and in total.
-        run_dir: the run's directory (checkpoints, candidate parquet).
+        run_dir: the run's directory (checkpoints, stage weights).
     """
 
     model: CCRec
@@ -447,13 +509,9 @@ class DistributedResult:
         return {k.removeprefix("valid_"): v for k, v in row.items() if k.startswith("valid_")}
 
 
-def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> str:
-    torch.save(weights, path)
-    return str(path)
-
-
 def train_cascade_ray(dataset: str | Path, config: CascadeConfig, ray_config: RayConfig,
-                      *, m2_callbacks: list | None = None) -> DistributedResult:
+                      *, m2_callbacks: list | None = None, write_candidates: bool = False,
+                      stage_cache: Path | None = None) -> DistributedResult:
     """Train M1, the VAE and M2 as three Ray Train jobs (see the module docstring).
 
     Args:
@@ -462,81 +520,158 @@ def train_cascade_ray(dataset: str | Path, config: CascadeConfig, ray_config: Ra
         ray_config: workers, GPUs, storage, failure handling.
         m2_callbacks: Ray Train callbacks of the scorer job (Tune's
             ``TuneReportCallback`` when run inside a trial).
+        write_candidates: also keep M2's training rows as parquet in the run directory.
+        stage_cache: a directory where M1 and VAE results are kept by a digest of
+            their configuration; a later call with the same settings (another
+            tuning trial that only changes M2) reuses them instead of training.
     """
     if not ray.is_initialized():
         ray.init(address=ray_config.address)
     started = time.perf_counter()
     path = resolve(dataset)
-    prepared_meta = load_prepared_meta(path)
+    examples = path / "examples.parquet"
+    vocab = json.loads((path / "vocab.json").read_text())
+    common: dict[str, Any] = {
+        "num_categories": len(vocab["categories"]) - 1,
+        "feature_cardinalities": tuple(len(v) for v in vocab["user_features"].values()),
+        "cascade": config,
+    }
     name = ray_config.name or f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = ray_config.storage() / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    examples = path / "examples.parquet"
-    common = {"num_categories": prepared_meta["num_categories"],
-              "feature_cardinalities": tuple(prepared_meta["feature_cardinalities"]),
-              "cascade": config}
     seconds: dict[str, float] = {}
 
-    def user_datasets() -> dict[str, Any]:
-        return {s: split_dataset(examples, s, EXAMPLE_COLUMNS) for s in ("train", "valid")}
-
+    t = time.perf_counter()
+    train_users = split_dataset(examples, "train").materialize()  # object store, not the driver
+    seconds["read"] = time.perf_counter() - t
     stages: dict[str, StageResult] = {}
     for stage in ("m1", "vae"):
         t = time.perf_counter()
-        stages[stage] = run_stage(StageSpec(stage, **common), user_datasets(), ray_config,
-                                  run_name=f"{name}-{stage}")
+        key = _stage_key(path, stage, config)
+        cached = _cache_load(stage_cache, key, stage) if stage_cache else None
+        stages[stage] = cached or run_stage(StageSpec(stage, **common), train_users, ray_config,
+                                            run_name=f"{name}-{stage}", examples=examples)
+        torch.save(stages[stage].state_dict, run_dir / f"{stage}.pt")
+        if stage_cache and cached is None:
+            _cache_store(stage_cache, key, stages[stage])
         seconds[stage] = time.perf_counter() - t
 
     t = time.perf_counter()
-    latent = config.encoder.latent_dim
-    spec_m2 = StageSpec("m2", embedding_dim=latent if config.scorer.use_vae else 0, **common)
-    sampler_path = _save_weights(stages["m1"].state_dict, run_dir / "m1.pt")
-    encoder_path = _save_weights(stages["vae"].state_dict, run_dir / "vae.pt")
-    cand_dir = infer_candidates(examples, StageSpec("m2", embedding_dim=latent, **common),
-                                sampler_path, encoder_path, run_dir / "candidates", ray_config)
+    spec_m2 = StageSpec("m2", embedding_dim=config.encoder.latent_dim, **common)
+    inference = {"spec": spec_m2, "sampler_path": str(run_dir / "m1.pt"),
+                 "encoder_path": str(run_dir / "vae.pt"),
+                 "device": "cuda" if ray_config.use_gpu else "cpu"}
+    candidates = infer_candidates(train_users, inference, ray_config,
+                                  out_dir=run_dir / "candidates" if write_candidates else None)
     seconds["candidates"] = time.perf_counter() - t
-    if not config.scorer.use_vae:  # M2 without the VAE reads zero-width embeddings
-        spec_m2 = replace(spec_m2, embedding_dim=0)
     t = time.perf_counter()
-    columns = EXAMPLE_COLUMNS + CANDIDATE_COLUMNS
-    cand_sets = {s: split_dataset(cand_dir, s, columns) for s in ("train", "valid")}
-    if not config.scorer.use_vae:
-        cand_sets = {s: ds.map_batches(_drop_embeddings, batch_format="pandas")
-                     for s, ds in cand_sets.items()}
-    stages["m2"] = run_stage(spec_m2, cand_sets, ray_config, run_name=f"{name}-m2",
+    stages["m2"] = run_stage(spec_m2, candidates, ray_config, run_name=f"{name}-m2",
+                             examples=examples, inference={**inference, "device": "cpu"},
                              callbacks=m2_callbacks)
+    torch.save(stages["m2"].state_dict, run_dir / "m2.pt")
     seconds["m2"] = time.perf_counter() - t
 
-    model = _assemble(stages, common, spec_m2.embedding_dim, config)
+    model = assemble(stages, common, config)
     seconds["total"] = time.perf_counter() - started
     log.info("cascade trained on Ray in %.1fs: %s", seconds["total"], seconds)
     return DistributedResult(model, config, stages, seconds, run_dir)
 
 
-def _drop_embeddings(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["ci_embeddings"] = [np.zeros(0, np.float32)] * len(frame)
-    return frame
+def _stage_key(path: Path, stage: str, config: CascadeConfig) -> str:
+    from ccrec.config import to_dict
+
+    c = to_dict(config)
+    parts = {"m1": ("sampler", "train_sampler"), "vae": ("encoder", "train_encoder")}[stage]
+    payload = {"data": str(path), "stage": stage, "max_past": c["max_past"], "seed": c["seed"],
+               **{p: c[p] for p in parts}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _assemble(stages: dict[str, StageResult], common: dict[str, Any], embedding_dim: int,
-              config: CascadeConfig) -> CCRec:
-    sampler = StageSpec("m1", **common).build()
-    sampler.load_state_dict(stages["m1"].state_dict)
-    encoder = StageSpec("vae", **common).build()
-    encoder.load_state_dict(stages["vae"].state_dict)
-    scorer = StageSpec("m2", embedding_dim=embedding_dim, **common).build()
-    scorer.load_state_dict(stages["m2"].state_dict)
-    return CCRec(sampler, encoder if config.scorer.use_vae else None,  # type: ignore[arg-type]
-                 scorer, config.candidates).eval()  # type: ignore[arg-type]
+def _cache_load(cache: Path, key: str, stage: str) -> StageResult | None:
+    meta = cache / f"{stage}-{key}.json"
+    if not meta.exists():
+        return None
+    record = json.loads(meta.read_text())
+    weights = torch.load(cache / f"{stage}-{key}.pt", weights_only=True)
+    log.info("stage %s: reusing cached result %s", stage, key)
+    return StageResult(stage, weights, record["history"], record["best_epoch"],
+                       record["best_value"], record["checkpoint_path"])
 
 
-def load_prepared_meta(path: Path) -> dict[str, Any]:
-    """|C| and the f_t cardinalities from ``vocab.json`` (no examples loaded)."""
+def _cache_store(cache: Path, key: str, result: StageResult) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{result.stage}-{key}.{os.getpid()}"
+    torch.save(result.state_dict, f"{tmp}.pt")
+    Path(f"{tmp}.json").write_text(json.dumps(
+        {"history": result.history, "best_epoch": result.best_epoch,
+         "best_value": result.best_value, "checkpoint_path": result.checkpoint_path}))
+    os.replace(f"{tmp}.pt", cache / f"{result.stage}-{key}.pt")  # weights first, then meta
+    os.replace(f"{tmp}.json", cache / f"{result.stage}-{key}.json")
+
+
+def assemble(stages: dict[str, StageResult], common: dict[str, Any],
+             config: CascadeConfig) -> CCRec:
+    """The :class:`CCRec` cascade from the stages' best weights."""
+    models = {}
+    for stage in STAGES:
+        spec = StageSpec(stage, embedding_dim=config.encoder.latent_dim, **common)
+        models[stage] = spec.build()
+        models[stage].load_state_dict(stages[stage].state_dict)
+    return CCRec(models["m1"], models["vae"], models["m2"], config.candidates).eval()  # type: ignore[arg-type]
+
+
+def ensure_prepared(dataset: str, category_level: str | None = None) -> Path:
+    """The prepared directory of ``dataset`` (a name, a directory, or prepared now)."""
+    from ccrec.data.prepare import prepare, prepared_name
+
+    name = dataset if resolve(dataset).is_dir() else prepared_name(dataset, category_level)
+    if not (resolve(name) / "meta.json").exists():
+        prepare(dataset, category_level=category_level)
+    return resolve(name)
+
+
+def train_and_bundle(path: Path, config: CascadeConfig, ray_config: RayConfig,
+                     bundles_root: Path, *, m2_callbacks: list | None = None,
+                     stage_cache: Path | None = None,
+                     ) -> tuple[Path, DistributedResult, dict[str, float]]:
+    """Train on Ray, evaluate on the validation users and write the model bundle.
+
+    Returns the bundle directory, the training result and the validation metrics.
+    """
+    from ccrec.bundle import save_bundle
+    from ccrec.evaluate import evaluate_recommender
+
+    result = train_cascade_ray(path, config, ray_config, m2_callbacks=m2_callbacks,
+                               stage_cache=stage_cache)
     vocab = json.loads((path / "vocab.json").read_text())
-    return {"num_categories": len(vocab["categories"]) - 1,
-            "feature_cardinalities": [len(v) for v in vocab["user_features"].values()]}
+    valid_users = UserTable(read_split(path / "examples.parquet", "valid"),
+                            len(vocab["categories"]) - 1, config.max_past,
+                            config.encoder.item_profile_dim)
+    valid = evaluate_recommender(result.model, valid_users)
+    stages = {k: {"best_epoch": s.best_epoch, "epochs": len(s.history),
+                  "examples_per_s": s.examples_per_s, "checkpoint": s.checkpoint_path}
+              for k, s in result.stages.items()}
+    bundle = save_bundle(
+        result.model, config, vocab, bundles_root, dataset=path.name,
+        metrics={"valid": valid, "fits": stages, "seconds": result.seconds,
+                 "ray": {"num_workers": ray_config.num_workers, "use_gpu": ray_config.use_gpu,
+                         "run_dir": str(result.run_dir)}},
+    )
+    return bundle, result, valid
 
 
-__all__ = ["RayConfig", "StageSpec", "StageResult", "DistributedResult", "run_stage",
-           "infer_candidates", "train_cascade_ray", "load_prepared"]
+def train_with_ray(path: Path, config: CascadeConfig, bundles_root: Path, *, num_workers: int = 2,
+                   min_workers: int | None = None, max_workers: int | None = None,
+                   address: str | None = None, gpu: bool = False, storage: str | None = None,
+                   max_failures: int = 1) -> Path:
+    """``ccrec train --ray``: connect (or start) Ray, train, bundle; returns the bundle."""
+    ray_config = RayConfig(num_workers=num_workers, min_workers=min_workers,
+                           max_workers=max_workers, use_gpu=gpu, address=address,
+                           storage_path=storage, max_failures=max_failures)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    bundle, result, valid = train_and_bundle(path, config, ray_config, bundles_root)
+    log.info("trained on Ray in %.1fs (%s); validation %s", result.seconds["total"],
+             {k: round(v, 1) for k, v in result.seconds.items()},
+             " ".join(f"{k}={valid[k]:.4f}" for k in ("HR@1", "HR@3", "HR@5")))
+    return bundle
