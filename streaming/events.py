@@ -1,0 +1,181 @@
+"""Topics, the JSON wire format, vocabularies, and producing click events.
+
+Messages on :data:`TOPIC` are JSON objects of :class:`ccrec.schema.Event`
+(``schema_version`` included), keyed by ``user_id`` so that one user's events
+stay in one partition, in order. Rejected messages go to :data:`DLQ_TOPIC`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ccrec.schema import SCHEMA_VERSION, Event
+from streaming.broker import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TOPIC = "ccrec.interactions"
+DLQ_TOPIC = "ccrec.interactions.dlq"
+DEFAULT_PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """External ids → the integer codes the features use (index 0 is padding).
+
+    Args:
+        items: item id → index.
+        categories: category id → index.
+        user_features: f_t column → value → index (0 = unknown).
+    """
+
+    items: dict[str, int]
+    categories: dict[str, int]
+    user_features: dict[str, dict[str, int]]
+
+    @classmethod
+    def from_vocab(cls, vocab: dict) -> Vocabulary:
+        """From a prepared data set's (or a model bundle's) ``vocab.json`` content."""
+        return cls(
+            items={v: i for i, v in enumerate(vocab["items"]) if i > 0},
+            categories={v: i for i, v in enumerate(vocab["categories"]) if i > 0},
+            user_features={
+                column: {v: i for i, v in enumerate(values) if i > 0}
+                for column, values in vocab.get("user_features", {}).items()
+            },
+        )
+
+    @classmethod
+    def from_prepared(cls, dataset_or_path: str | Path) -> Vocabulary:
+        """From a prepared data set's name or directory."""
+        from ccrec.data.prepared import resolve
+
+        path = resolve(dataset_or_path) / "vocab.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; run `ccrec data prepare` first")
+        return cls.from_vocab(json.loads(path.read_text()))
+
+
+def encode(event: Event | dict[str, Any]) -> bytes:
+    """One event as the wire format's JSON bytes."""
+    if isinstance(event, Event):
+        return event.model_dump_json(exclude_none=True).encode()
+    return json.dumps({"schema_version": SCHEMA_VERSION, **event}, default=str).encode()
+
+
+def ensure_topics(
+    settings: KafkaSettings, partitions: int = DEFAULT_PARTITIONS,
+    topics: tuple[str, ...] = (TOPIC, DLQ_TOPIC),
+) -> None:
+    """Create the events topic and its DLQ if they do not exist."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(**settings.config())
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if new:
+            admin.create_topics(new)
+            log.info("created topics %s", [t.name for t in new])
+    finally:
+        admin.close()
+
+
+class EventProducer:
+    """Produces click events to Kafka, keyed by user.
+
+    Args:
+        settings: where the brokers are.
+        topic: the topic (default :data:`TOPIC`).
+        **producer: extra kafka-python KafkaProducer settings.
+
+    Serving posts a click with ``EventProducer(settings).send({...}); .flush()``.
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str = TOPIC, **producer: Any) -> None:
+        from kafka import KafkaProducer
+
+        options = {"linger_ms": 5, "acks": 1, "max_request_size": 16 * 2**20, **producer}
+        self.topic = topic
+        self.producer = KafkaProducer(**settings.config(), **options)
+
+    def send(self, event: Event | dict[str, Any]):
+        """Send one event (a validated :class:`Event` or a dict in the wire format)."""
+        user = event.user_id if isinstance(event, Event) else str(event["user_id"])
+        return self.producer.send(self.topic, key=user.encode(), value=encode(event))
+
+    def send_raw(self, value: bytes, key: bytes | None = None):
+        """Send bytes as they are (tests use it for malformed messages)."""
+        return self.producer.send(self.topic, key=key, value=value)
+
+    def flush(self, timeout: float | None = 30) -> None:
+        self.producer.flush(timeout)
+
+    def close(self) -> None:
+        self.producer.close()
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dataset_events(dataset_or_path: str | Path, limit: int | None = None) -> Iterator[dict]:
+    """A prepared data set's events, in time order, as wire-format dicts (external ids)."""
+    from ccrec.data.prepared import resolve
+
+    path = resolve(dataset_or_path)
+    vocab = json.loads((path / "vocab.json").read_text())
+    coded = pd.read_parquet(path / "events.parquet")
+    order = np.argsort(coded["timestamp"].to_numpy(), kind="stable")
+    if limit is not None:
+        order = order[:limit]
+    users, items, cats = vocab["users"], vocab["items"], vocab["categories"]
+    name = path.name
+    for row, u, i, c, t in zip(
+        order, coded["user"].to_numpy()[order], coded["item"].to_numpy()[order],
+        coded["category"].to_numpy()[order], coded["timestamp"].to_numpy()[order], strict=True,
+    ):
+        yield {
+            "user_id": users[u], "item_id": items[i], "category_id": cats[c],
+            "event_type": "click",
+            "timestamp": datetime.fromtimestamp(int(t), UTC).isoformat(),
+            "event_id": f"{name}:{row}",
+        }
+
+
+def replay(
+    producer: EventProducer, events: Iterator[dict], rate: float | None = None,
+    on_sent: Any = None,
+) -> int:
+    """Produce ``events`` at ``rate`` events/s (as fast as possible when None).
+
+    Returns the number of events sent. ``on_sent(count)`` is called every second.
+    """
+    sent = 0
+    started = time.perf_counter()
+    last_report = started
+    for event in events:
+        producer.send(event)
+        sent += 1
+        if rate:
+            ahead = sent / rate - (time.perf_counter() - started)
+            if ahead > 0.002:
+                time.sleep(ahead)
+        if on_sent and time.perf_counter() - last_report >= 1.0:
+            last_report = time.perf_counter()
+            on_sent(sent)
+    producer.flush()
+    return sent
