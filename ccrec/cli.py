@@ -241,24 +241,6 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
     console.print(f"done in {summary['seconds']:.0f}s → {out}")
 
 
-@cli.command()
-@click.option("--dataset", default="ml-1m", show_default=True, help=DATASET_HELP)
-def demo(dataset: str) -> None:
-    """The main job end to end on the embedded defaults: fetch → prepare → statistics."""
-    from ccrec.data.prepare import prepare, prepared_name
-    from ccrec.data.prepared import load_prepared
-    from ccrec.data.stats import table2, table2_markdown
-
-    steps = ["fetch + prepare", "statistics"]
-    console.rule(f"CCRec demo on {dataset}")
-    console.print(f"[1/{len(steps)}] {steps[0]}")
-    started = time.perf_counter()
-    path = prepare(dataset)
-    console.print(f"      prepared in {time.perf_counter() - started:.1f}s → {path}")
-    console.print(f"[2/{len(steps)}] {steps[1]}")
-    click.echo(table2_markdown(prepared_name(dataset, None), table2(load_prepared(path))))
-
-
 def main() -> None:
     """Entry point: clear one-line errors for bad input instead of tracebacks."""
     try:

@@ -1,0 +1,106 @@
+"""``ccrec serve …``: run the Serve graph or the single-process app, write the OpenAPI docs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+FEATURES_HELP = "Feast store root (default: features/ in the repository)"
+
+
+def _features(root: str | None, online: str, project: str) -> dict:
+    config = {"source": "feast", "online": online, "project": project}
+    if root:
+        config["root"] = str(Path(root).resolve())
+    return config
+
+
+@click.group()
+def serve() -> None:
+    """Online serving: the Ray Serve graph (Ingress → Sampler → Scorer) and its HTTP API."""
+
+
+@serve.command("run")
+@click.option("--bundle", required=True, help="Model bundle directory (ccrec train writes it).")
+@click.option("--features-root", default=None, help=FEATURES_HELP)
+@click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
+              show_default=True)
+@click.option("--project", default="ccrec", show_default=True, help="Feast project.")
+@click.option("--kafka", default=None, help="Bootstrap servers for POST /v1/events "
+              "(default $KAFKA_BOOTSTRAP_SERVERS).")
+@click.option("--port", default=8000, show_default=True, help="Serve proxy port.")
+@click.option("--direct-port", default=8001, show_default=True,
+              help="The Ingress replica's own HTTP port (Serve's direct ingress, fastest).")
+@click.option("--address", default=None, help="Ray cluster address (default: start one).")
+@click.option("--fast/--no-fast", default=True, show_default=True,
+              help="Serve's fast request path (RAY_SERVE_THROUGHPUT_OPTIMIZED).")
+def run_cmd(bundle: str, features_root: str | None, online: str, project: str,
+            kafka: str | None, port: int, direct_port: int, address: str | None,
+            fast: bool) -> None:
+    """Start Ray and the Serve graph from serve/serve_config.yaml; Ctrl-C stops."""
+    import ray
+    from ray import serve as ray_serve
+
+    from serve import runtime
+
+    if fast:
+        runtime.apply_fast_path(direct_port)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = runtime.serve_config(bundle=str(Path(bundle).resolve()), port=port,
+                                      features=_features(features_root, online, project),
+                                      kafka=kafka)
+        runtime.deploy(config)
+        runtime.wait_ready(f"http://127.0.0.1:{port}", path="/healthz")
+        click.echo(f"CCRec is serving on http://127.0.0.1:{port} "
+                   f"(direct ingress http://127.0.0.1:{direct_port}); docs at /docs")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        ray_serve.shutdown()
+        ray.shutdown()
+
+
+@serve.command("plain")
+@click.option("--bundle", required=True, help="Model bundle directory.")
+@click.option("--features-root", default=None, help=FEATURES_HELP)
+@click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
+              show_default=True)
+@click.option("--project", default="ccrec", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def plain_cmd(bundle: str, features_root: str | None, online: str, project: str,
+              port: int) -> None:
+    """The same API in one process (uvicorn, no Ray): the latency baseline."""
+    import uvicorn
+
+    from serve.features import reader_from_config
+    from serve.plain import build_app
+
+    app = build_app(bundle, reader_from_config(_features(features_root, online, project)))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@serve.command("openapi")
+@click.option("--out", default="docs/openapi.json", show_default=True)
+def openapi_cmd(out: str) -> None:
+    """Write the HTTP API's OpenAPI schema (the API reference)."""
+    from serve.api import create_app
+    from serve.features import MemoryFeatures
+    from serve.plain import LocalService
+
+    spec = create_app(LocalService(None, MemoryFeatures())).openapi()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(spec, indent=2) + "\n")
+    click.echo(out)
