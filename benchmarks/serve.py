@@ -102,6 +102,7 @@ def start_plain(bundle: str, features: dict, port: int) -> subprocess.Popen:
 
 def start_serve(bundle: str, features: dict, mode: str, batch_wait: float) -> dict[str, str]:
     """Ray + the Serve graph; the URLs of the proxy and (fast path) the direct ingress."""
+    from serve import runtime
     from serve.runtime import apply_fast_path, free_port
 
     direct = None
@@ -111,18 +112,65 @@ def start_serve(bundle: str, features: dict, mode: str, batch_wait: float) -> di
     import ray
     from ray import serve
 
-    from serve.app import build
-
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build(bundle, features, batch={"batch_wait_timeout_s": batch_wait}, replicas=1),
-              name="ccrec", route_prefix="/")
-    urls = {"proxy": f"http://127.0.0.1:{port}"}
+    runtime.deploy(runtime.serve_config(bundle=bundle, features=features, port=port, replicas=1,
+                                        batch={"batch_wait_timeout_s": batch_wait}))
+    urls = {"proxy": f"http://127.0.0.1:{port}", "port": str(port)}
     if direct:
         urls["direct"] = f"http://127.0.0.1:{direct}"
     return urls
+
+
+def click_to_refresh_ms(serve_url: str, proxy_port: int, clicks: int) -> dict:
+    """Click → Kafka → stream worker → Feast → refreshed answer, through the Serve graph
+    (a cascade bundle trained on the synthetic data set with the debug config)."""
+    import torch
+
+    from ccrec.bundle import save_bundle
+    from ccrec.config import load
+    from ccrec.data.prepared import load_prepared
+    from ccrec.data.synthetic import write_synthetic
+    from ccrec.train.cascade import CascadeConfig, train_cascade
+    from serve import runtime
+    from serve.loop import LocalLoop, click_to_refresh
+
+    tmp = Path(tempfile.mkdtemp(prefix="ccrec-bench-"))
+    prepared_path = write_synthetic(tmp / "synthetic")
+    prepared = load_prepared(prepared_path)
+    config = load(CascadeConfig, ROOT / "ccrec" / "configs" / "debug.yaml", [])
+    torch.set_num_threads(1)
+    bundle = save_bundle(train_cascade(prepared, config).model, config, prepared.vocab,
+                         tmp / "bundles", dataset="synthetic")
+    vocab = prepared.vocab
+    pairs = []  # (category, item) pairs seen in the data
+    for row in prepared.split("train").itertuples():
+        pairs += [(int(c), int(items[0])) for c, items in zip(row.past_categories,
+                                                              row.past_items, strict=True)]
+    with LocalLoop(prepared_path, tmp / "feast") as loop:
+        runtime.deploy(runtime.serve_config(bundle=str(bundle), features=loop.features,
+                                            kafka=loop.bootstrap_servers, port=proxy_port,
+                                            replicas=1))
+        wait_http(serve_url)
+        now = int(time.time())
+
+        async def run() -> list[float]:
+            out = []
+            async with httpx.AsyncClient(base_url=serve_url, timeout=60) as client:
+                for n in range(clicks + 2):
+                    cat, item = pairs[n % len(pairs)]
+                    event = {"user_id": f"bench-{n % 5}", "item_id": vocab["items"][item],
+                             "category_id": vocab["categories"][cat], "event_type": "click",
+                             "timestamp": now - 3600 + n}
+                    seconds, _ = await click_to_refresh(client, event, poll_s=0.005)
+                    out.append(seconds * 1e3)
+            return out[2:]  # the first clicks warm up the consumer and the stores
+
+        latencies = asyncio.run(run())
+    return {"p50": round(statistics.median(latencies), 1),
+            "p99": round(percentile(latencies, 0.99), 1), "clicks": len(latencies)}
 
 
 def main() -> None:
@@ -134,6 +182,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--clicks", type=int, default=40,
+                        help="clicks for click-to-refresh latency (0: skip)")
     parser.add_argument("--blocks", type=int, default=4, help="interleaved blocks per level")
     parser.add_argument("--proxy", action="store_true",
                         help="also measure c=1 through the Serve proxy")
@@ -177,6 +227,10 @@ def main() -> None:
                             "serve_via_proxy_p99_ms": via["p99_ms"]})
             result["concurrency"][str(c)] = row
             print(f"c={c}: {row}", file=sys.stderr)
+        if args.clicks:
+            result["click_to_refresh_ms"] = click_to_refresh_ms(serve_url, int(urls["port"]),
+                                                                args.clicks)
+            print(f"click_to_refresh_ms: {result['click_to_refresh_ms']}", file=sys.stderr)
         first = result["concurrency"].get("1", {})
         if "plain_p99_ms" in first:
             result["p99_ratio_c1"] = round(first["serve_p99_ms"] / first["plain_p99_ms"], 2)

@@ -63,15 +63,16 @@ class RecommendService(ABC):
         stage.labels("features").observe(t1 - t0)
         if feats.last_timestamp:
             self.metrics.feature_age.observe(max(0.0, time.time() - feats.last_timestamp))
-        request = {"past": feats.past_categories, "items": feats.past_items,
-                   "features": feats.user_features, "k": k, "exclude": exclude}
-        sampled = await self.sample(request)
+        request = {"past": feats.past_categories, "features": feats.user_features, "k": k,
+                   "exclude": exclude}
+        sampled = await self.sample(request)  # M1 needs no item sets: keep the hop small
         t2 = time.perf_counter()
         stage.labels("sampler").observe(t2 - t1)
         timings = {"features_ms": (t1 - t0) * 1e3, "sampler_ms": (t2 - t1) * 1e3}
         if "cold" in sampled:
             ranked, kind = sampled, sampled["cold"]
         else:
+            request["items"] = feats.past_items
             for key in ("candidates", "m1", "tail", "tail_m1"):
                 request[key] = sampled[key]
             ranked, kind = await self.score(request), None
