@@ -10,7 +10,9 @@ Pipeline (TIGER §3):
 1. **Content embeddings.** TIGER encodes item text with Sentence-T5;
    categories have no text here, so a category's content embedding is its row
    of the truncated SVD of the positive PMI matrix of category co-occurrence
-   in the training users' histories (past and future together).
+   in the training users' histories (past and future together), rows
+   L2-normalised and columns standardised (rare categories otherwise sit
+   near zero and collapse onto one code).
 2. **Semantic IDs.** An RQ-VAE (MLP encoder → ``levels`` residual codebooks of
    ``codebook_size`` codes → MLP decoder; reconstruction + codebook +
    commitment losses, straight-through gradients, k-means initialised
@@ -28,14 +30,15 @@ Pipeline (TIGER §3):
 
 Reductions for a CPU (documented): TIGER's 4+4 layers, d=128, 6 heads,
 MLP 1024 and 3×256 codebooks become 2+2 layers, d=64, 4 heads, MLP 256 and
-3×8 codebooks (categories number tens to hundreds, not tens of thousands);
-the RQ-VAE is 2-layer MLPs with a 16-d latent; no user-ID token.
+3×⌈√C⌉ codebooks (categories number tens to hundreds, not tens of
+thousands); the RQ-VAE is 2-layer MLPs with a 16-d latent; no user-ID token;
+2 sampled future categories per user and step; beam width 10 (top-5 metrics).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +64,8 @@ class TIGERConfig:
     Args:
         content_dim: size of the co-occurrence (PPMI-SVD) content embedding.
         levels: RQ-VAE codebook levels (TIGER: 3).
-        codebook_size: codes per level (TIGER: 256).
+        codebook_size: codes per level (TIGER: 256); 0 = ⌈√C⌉ clamped to [4, 256],
+            so the first level groups the categories into about √C clusters.
         rq_hidden: RQ-VAE MLP width.
         rq_latent: RQ-VAE latent size (TIGER: 32).
         rq_steps: full-batch Adam steps of the RQ-VAE.
@@ -78,19 +82,19 @@ class TIGERConfig:
 
     content_dim: int = 32
     levels: int = 3
-    codebook_size: int = 8
+    codebook_size: int = 0
     rq_hidden: int = 64
     rq_latent: int = 16
     rq_steps: int = 300
-    rq_lr: float = 1e-2
+    rq_lr: float = 1e-3
     commitment: float = 0.25
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 2
     ff_dim: int = 256
     dropout: float = 0.1
-    targets_per_user: int = 4
-    beam_size: int = 20
+    targets_per_user: int = 2
+    beam_size: int = 10
 
 
 # -- 1. content embeddings -------------------------------------------------------
@@ -234,6 +238,10 @@ class TIGER(NeuralRecommender):
         super().__init__(train_config)
         config = config or TIGERConfig()
         self.config, self.num_categories, self.max_past = config, num_categories, max_past
+        if config.codebook_size <= 0:
+            config = replace(config, codebook_size=min(256, max(4, math.ceil(
+                math.sqrt(num_categories)))))
+            self.config = config
         self.id_len = config.levels + 1  # codes + dedup code
         # token ids: 0 pad, 1 BOS, level l code j → 2 + l·K + j, dedup code j → 2 + L·K + j
         self.offsets = [2 + level * config.codebook_size for level in range(config.levels)]
@@ -266,8 +274,9 @@ class TIGER(NeuralRecommender):
         """Content embeddings → RQ-VAE → deduplicated token tuples, from a UserTable."""
         histories = [np.concatenate([p[p > 0], f]) for p, f in
                      zip(train.past_categories, train.future, strict=True)]
-        content = cooccurrence_embeddings(histories, self.num_categories,
-                                          self.config.content_dim)
+        content = F.normalize(cooccurrence_embeddings(
+            histories, self.num_categories, self.config.content_dim), dim=-1)  # [C, D]
+        content = (content - content.mean(0)) / content.std(0).clamp(min=1e-6)
         codes = deduplicate(self.rqvae.fit_codes(content))  # [C, L+1]
         offsets = torch.tensor(self.offsets)
         self.sem_tokens[1:] = codes + offsets
