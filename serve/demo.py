@@ -28,7 +28,7 @@ DEMO_OVERRIDES = (
     "train_sampler.progress=false", "train_encoder.progress=false",
     "train_scorer.progress=false",
 )
-STEPS = ("fetch + prepare", "train the cascade on Ray", "evaluate",
+STEPS = ("fetch + prepare", "train the cascade", "evaluate",
          "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
 
 
@@ -42,9 +42,12 @@ def _step(i: int, started: float) -> None:
 @click.option("--out", "out_dir", default="runs/demo", show_default=True,
               help="Where the bundle, results, plots and API docs go.")
 @click.option("--clicks", default=8, show_default=True, help="Clicks to replay.")
+@click.option("--trainer", type=click.Choice(["ray", "local"]), default="ray",
+              show_default=True, help="Ray Train on the local Ray instance, or in-process.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a training setting (on top of the demo's small config).")
-def demo(dataset: str, out_dir: str, clicks: int, overrides: tuple[str, ...]) -> None:
+def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
+         overrides: tuple[str, ...]) -> None:
     """The whole system end to end: data → Ray training → Kafka/Feast/Serve → live clicks."""
     import ray
     from ray import serve as ray_serve
@@ -70,12 +73,22 @@ def demo(dataset: str, out_dir: str, clicks: int, overrides: tuple[str, ...]) ->
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         _step(2, started)
-        from ccrec.train.distributed import train_with_ray
-
         default = Path(__import__("ccrec").__file__).parent / "configs" / f"{path.name}.yaml"
         config = load(CascadeConfig, default if default.exists() else None,
                       [*DEMO_OVERRIDES, *overrides])
-        bundle = train_with_ray(path, config, out / "bundles", num_workers=1)
+        if trainer == "ray":
+            from ccrec.train.distributed import train_with_ray
+
+            bundle = train_with_ray(path, config, out / "bundles", num_workers=1)
+        else:
+            import torch
+
+            from ccrec.bundle import save_bundle
+            from ccrec.train.cascade import train_cascade
+
+            torch.set_num_threads(1)
+            bundle = save_bundle(train_cascade(prepared, config).model, config,
+                                 prepared.vocab, out / "bundles", dataset=path.name)
         console.print(f"      bundle → {bundle}")
 
         _step(3, started)
