@@ -69,6 +69,8 @@ class WorkerConfig:
         max_poll_interval_ms / session_timeout_ms / heartbeat_interval_ms:
             consumer-group timing (the embedded broker's join waits about
             max_poll_interval_ms, so tests set it low).
+        fetch_max_wait_ms: how long the broker may hold a fetch for more data
+            (low: freshness).
         bootstrap_timeout_ms: how long one attempt to reach the brokers may take.
         retry_initial_s / retry_max_s: the exponential backoff on failures.
         cache_state: keep the rows this worker wrote (cleared on rebalance)
@@ -89,6 +91,7 @@ class WorkerConfig:
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    fetch_max_wait_ms: int = 50
     bootstrap_timeout_ms: int = 30_000
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -109,8 +112,12 @@ class Stats:
     users_pushed: int = 0
     dlq: Counter = field(default_factory=Counter)
     store_failures: int = 0
+    first_batch_at: float | None = None  # time.time() when the first batch arrived
+    last_batch_at: float | None = None  # ... and when the latest was committed
     #: (produce → readable online) latency in ms of recent events.
     freshness_ms: deque = field(default_factory=lambda: deque(maxlen=200_000))
+    #: (records, CPU ms of this thread, wall ms) per batch: validate → commit.
+    batch_costs: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -478,6 +485,7 @@ class StreamWorker:
                     heartbeat_interval_ms=self.config.heartbeat_interval_ms,
                     fetch_max_bytes=64 * 2**20, max_partition_fetch_bytes=16 * 2**20,
                     bootstrap_timeout_ms=self.config.bootstrap_timeout_ms,
+                    fetch_max_wait_ms=self.config.fetch_max_wait_ms,
                 )
                 self.consumer.subscribe([self.config.topic], listener=Listener())
                 self.producer = KafkaProducer(**self.settings.config(), linger_ms=5, acks=1)
@@ -525,6 +533,9 @@ class StreamWorker:
 
     # -- one batch -------------------------------------------------------------------------
     def _handle(self, records: list[Any]) -> None:
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.time()
+        cpu, wall = time.thread_time(), time.perf_counter()
         attempt = 0
         while True:
             try:
@@ -542,6 +553,8 @@ class StreamWorker:
                 if self._stop.wait(delay):
                     return
         pushed_at = time.time()
+        log.debug("batch of %d: %d users pushed, %.0f ms after the oldest was produced",
+                  len(records), len(result.rows), pushed_at * 1000 - records[0].timestamp)
         self.updater.remember(result.states)
         self.stats.pushes += 1
         if self.config.crash_after_pushes and self.stats.pushes >= self.config.crash_after_pushes:
@@ -560,6 +573,9 @@ class StreamWorker:
         self.stats.batches += 1
         self.stats.users_pushed += len(result.rows)
         self.stats.freshness_ms.extend(pushed_at * 1000 - r.timestamp for r in records)
+        self.stats.last_batch_at = time.time()
+        self.stats.batch_costs.append((len(records), (time.thread_time() - cpu) * 1000,
+                                       (time.perf_counter() - wall) * 1000))
 
     def _commit(self, records: list[Any]) -> None:
         from kafka.errors import KafkaError
