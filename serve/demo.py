@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -59,6 +60,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from serve import runtime
     from serve.loop import LocalLoop
 
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic v1 shims in Ray
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
