@@ -165,6 +165,16 @@ class SamplerStage:
         features = [f for f in req.get("features", []) if f]
         prior = model.profile_prior(torch.as_tensor(features)) if features else None
         kind = "profile" if prior is not None else "popularity"
+        if prior is None and req.get("popular"):  # live popularity from the feature store
+            cats, counts = req["popular"]
+            prior = torch.zeros(model.num_categories + 1)
+            ok = [(c, n) for c, n in zip(cats, counts, strict=False)
+                  if 0 < c <= model.num_categories]
+            if ok:
+                prior[[c for c, _ in ok]] = torch.tensor([float(n) for _, n in ok])
+                prior = prior / prior.sum()
+            else:
+                prior = None
         prior = (prior if prior is not None else model.popularity()).clone()
         prior[0] = float("-inf")
         excluded = _indices(model, req.get("exclude", ()))

@@ -21,12 +21,15 @@ class UserFeatures:
         past_items: the item indices of each past category interaction.
         user_features: f_t indices (0 = unknown).
         last_timestamp: epoch seconds of the user's latest applied event (0 = never).
+        popular_categories / popular_counts: live category popularity (if the store has it).
     """
 
     past_categories: list[int] = field(default_factory=list)
     past_items: list[list[int]] = field(default_factory=list)
     user_features: list[int] = field(default_factory=list)
     last_timestamp: int = 0
+    popular_categories: list[int] = field(default_factory=list)
+    popular_counts: list[int] = field(default_factory=list)
 
 
 class FeatureReader(Protocol):
@@ -102,6 +105,8 @@ class FeastFeatures:
                 past_items=[[int(i) for i in ci] for ci in row["past_items"]],
                 user_features=[int(f) for f in row[d.USER_FEATURES]],
                 last_timestamp=int(row[d.LAST_TIMESTAMP]),
+                popular_categories=[int(c) for c in row.get(d.POPULAR_CATEGORIES) or []],
+                popular_counts=[int(c) for c in row.get(d.POPULAR_COUNTS) or []],
             ))
         return out
 

@@ -65,6 +65,8 @@ class RecommendService(ABC):
             self.metrics.feature_age.observe(max(0.0, time.time() - feats.last_timestamp))
         request = {"past": feats.past_categories, "features": feats.user_features, "k": k,
                    "exclude": exclude}
+        if not feats.past_categories and any(feats.popular_counts):
+            request["popular"] = [feats.popular_categories, feats.popular_counts]
         sampled = await self.sample(request)  # M1 needs no item sets: keep the hop small
         t2 = time.perf_counter()
         stage.labels("sampler").observe(t2 - t1)

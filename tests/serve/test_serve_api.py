@@ -19,6 +19,8 @@ NOW = int(time.time())
 USERS = {
     "warm": UserFeatures([1, 2, 3, 4], [[1, 2], [3], [4, 5], [6]], [1, 5, 9], NOW - 5),
     "profile-only": UserFeatures([], [], [2, 7, 11], 0),
+    "new-with-live-popularity": UserFeatures([], [], [], 0, popular_categories=[5, 9],
+                                             popular_counts=[30, 10]),
 }
 
 
@@ -64,6 +66,10 @@ def test_cold_start_is_flagged(app):
     assert len(unknown["categories"]) == 3 and unknown["feature_timestamp"] is None
     profile = call(app, "POST", "/v1/recommendations", json={"user_id": "profile-only"}).json()
     assert profile["cold_start"] is True and profile["cold_start_strategy"] == "profile"
+    live = call(app, "POST", "/v1/recommendations",
+                json={"user_id": "new-with-live-popularity", "k": 2}).json()
+    assert live["cold_start_strategy"] == "popularity"
+    assert [c["category_id"] for c in live["categories"]] == ["cat-5", "cat-9"]
 
 
 @pytest.mark.parametrize("body", [
