@@ -560,12 +560,22 @@ class StreamWorker:
         if self.config.crash_after_pushes and self.stats.pushes >= self.config.crash_after_pushes:
             log.error("fault injection: exiting after push %d, before commit", self.stats.pushes)
             os._exit(17)
+        from kafka.errors import KafkaError
+
+        try:
+            for rejected in result.rejected:
+                self.producer.send(self.config.dlq_topic, value=rejected.payload(),
+                                   headers=[("reason", rejected.reason.encode())])
+            if result.rejected:
+                self.producer.flush(timeout=30)
+        except KafkaError as exc:  # not committed: read the batch again, it is de-duplicated
+            log.warning("could not write %d rejects to %s (%s); not committing, re-reading "
+                        "the batch", len(result.rejected), self.config.dlq_topic, exc)
+            self._rewind(records)
+            self._stop.wait(_backoff(0, self.config))
+            return
         for rejected in result.rejected:
-            self.producer.send(self.config.dlq_topic, value=rejected.payload(),
-                               headers=[("reason", rejected.reason.encode())])
             self.stats.dlq[rejected.reason] += 1
-        if result.rejected:
-            self.producer.flush()
         self._commit(records)
         self.stats.consumed += len(records)
         self.stats.applied += result.applied
@@ -576,6 +586,17 @@ class StreamWorker:
         self.stats.last_batch_at = time.time()
         self.stats.batch_costs.append((len(records), (time.thread_time() - cpu) * 1000,
                                        (time.perf_counter() - wall) * 1000))
+
+    def _rewind(self, records: list[Any]) -> None:
+        from kafka.structs import TopicPartition
+
+        first: dict = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        for tp, offset in first.items():
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
 
     def _commit(self, records: list[Any]) -> None:
         from kafka.errors import KafkaError
