@@ -29,6 +29,7 @@ DEMO_OVERRIDES = (
     "train_sampler.progress=false", "train_encoder.progress=false",
     "train_scorer.progress=false",
 )
+TOP_K = 5
 STEPS = ("fetch + prepare", "train the cascade", "evaluate",
          "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
 
@@ -168,11 +169,13 @@ async def _replay(url: str, prepared, clicks: int) -> None:
     events = events[-clicks:]
     user = f"demo-{row.user}-{int(time.time())}"
     now = int(time.time())
-    table = Table(title=f"user {user}: top 3 categories as the clicks arrive")
-    for column in ("click", "clicked category", "top 3 categories (score)", "refresh ms"):
+    table = Table(title=f"user {user}: top {TOP_K} categories as the clicks arrive")
+    for column in ("click", "clicked category", f"top {TOP_K} categories (score)",
+                   "refresh ms"):
         table.add_column(column)
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        first = (await client.post("/v1/recommendations", json={"user_id": user})).json()
+        first = (await client.post("/v1/recommendations",
+                                   json={"user_id": user, "k": TOP_K})).json()
         table.add_row("–", "(none: cold start, "
                       f"{first['cold_start_strategy']})", _top(first), "")
         console.print(f"      before any click: {_top(first)}")
@@ -181,7 +184,7 @@ async def _replay(url: str, prepared, clicks: int) -> None:
             event = {"user_id": user, "item_id": vocab["items"][item],
                      "category_id": vocab["categories"][cat], "event_type": "click",
                      "timestamp": now - (len(events) - n + 1) * 6 * 86400}
-            seconds, answer = await click_to_refresh(client, event)
+            seconds, answer = await click_to_refresh(client, event, k=TOP_K)
             table.add_row(str(n), vocab["categories"][cat], _top(answer), f"{seconds * 1e3:.0f}")
             console.print(f"      click {n}: {vocab['categories'][cat]:<12} → {_top(answer)}"
                           f"  ({seconds * 1e3:.0f} ms to refresh)")
