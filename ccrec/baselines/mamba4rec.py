@@ -65,13 +65,15 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Returns:
         y: [Bt, L, E].
     """
-    decay = torch.exp(delta.unsqueeze(-1) * A)  # [Bt, L, E, N], Ā
-    drive = delta.unsqueeze(-1) * B.unsqueeze(2) * u.unsqueeze(-1)  # [Bt, L, E, N], B̄x
     h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # [Bt, E, N]
     ys = []
-    for t in range(u.shape[1]):
-        h = decay[:, t] * h + drive[:, t]  # [Bt, E, N]
-        ys.append((h * C[:, t].unsqueeze(1)).sum(-1))  # [Bt, E]
+    # per-step slices via unbind: indexing a [Bt, L, E, N] tensor in the loop would
+    # make autograd build a full-size zero gradient per step
+    for u_t, d_t, b_t, c_t in zip(u.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1),
+                                  strict=True):
+        d_t = d_t.unsqueeze(-1)  # [Bt, E, 1]
+        h = torch.exp(d_t * A) * h + d_t * b_t.unsqueeze(1) * u_t.unsqueeze(-1)  # [Bt, E, N]
+        ys.append(torch.bmm(h, c_t.unsqueeze(-1)).squeeze(-1))  # [Bt, E], C_t h_t
     return torch.stack(ys, 1) + u * D  # [Bt, L, E]
 
 

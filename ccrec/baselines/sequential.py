@@ -16,6 +16,9 @@ Training targets (the same for every sequential baseline):
   objective on the shifted past. A non-causal encoder (FMLPRec's global FFT
   filter) would see the answer, so it trains on the future term only.
 
+The validation loss (eval mode, early stopping) is the future term alone: the
+quantity the harness ranks by.
+
 Two losses over those (positions × categories) target rows:
 
 * ``ce`` (default): full softmax cross-entropy, one term per target
@@ -177,7 +180,7 @@ class SequentialRecommender(NeuralRecommender):
         hidden = self.encode(past)  # [B, k, d]
         user = self.user_state(hidden, past)  # [B, d]
         total = self._loss(self.category_logits(user), batch.targets[:, 1:])
-        if self.causal and self.config.next_weight > 0 and past.shape[1] > 1:
+        if self.training and self.causal and self.config.next_weight > 0 and past.shape[1] > 1:
             following = past[:, 1:]  # [B, k-1], the category after each position
             present = following != 0
             if present.any():
