@@ -242,9 +242,14 @@ def _better(value: float, best: float, monitor: str, min_delta: float) -> bool:
     return value < best - min_delta if monitor == "loss" else value > best + min_delta
 
 
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights (checkpoints load on machines without a GPU)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _save(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
           best_state: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    torch.save(model.state_dict(), directory / "model.pt")
+    torch.save(_cpu_state(model), directory / "model.pt")
     torch.save(best_state, directory / "best.pt")
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     (directory / "state.json").write_text(json.dumps(state))
@@ -267,13 +272,14 @@ def _stage_loop(loop_config: dict[str, Any]) -> None:
 
     state: dict[str, Any] = {"epoch": -1, "best_value": math.nan, "best_epoch": -1,
                              "bad_epochs": 0, "history": []}
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = _cpu_state(model)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             d = Path(d)
             model.load_state_dict(torch.load(d / "model.pt", weights_only=True))
-            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True,
+                                                 map_location="cpu"))
             best_state = torch.load(d / "best.pt", weights_only=True)
             state = json.loads((d / "state.json").read_text())
     start = state["epoch"] + 1
@@ -296,12 +302,12 @@ def _stage_loop(loop_config: dict[str, Any]) -> None:
             value = float(values[config.monitor])
             if _better(value, state["best_value"], config.monitor, config.min_delta):
                 state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _cpu_state(model)
             else:
                 state["bad_epochs"] += 1
         else:
             state.update(best_epoch=epoch)
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = _cpu_state(model)
         state["epoch"] = epoch
         state["history"].append(metrics)
         metrics.update(best_epoch=state["best_epoch"], best_value=state["best_value"])
@@ -406,7 +412,7 @@ def run_stage(spec: StageSpec, train: Any, ray_config: RayConfig, *, run_name: s
     with result.checkpoint.as_directory() as d:
         d = Path(d)
         state = json.loads((d / "state.json").read_text())
-        weights = torch.load(d / "best.pt", weights_only=True)
+        weights = torch.load(d / "best.pt", weights_only=True, map_location="cpu")
     return StageResult(spec.stage, weights, state["history"], state["best_epoch"],
                        state["best_value"], result.checkpoint.path, seconds)
 
