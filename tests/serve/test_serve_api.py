@@ -194,3 +194,16 @@ schema = _fuzz_schema()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_openapi_contract(case):
     case.call_and_validate()
+
+
+def test_cli_writes_the_openapi_docs(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from serve.cli import serve
+
+    out = tmp_path / "openapi.json"
+    result = CliRunner().invoke(serve, ["openapi", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "/v1/recommendations" in json.loads(out.read_text())["paths"]
