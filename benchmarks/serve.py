@@ -174,6 +174,9 @@ def click_to_refresh_ms(serve_url: str, proxy_port: int, clicks: int) -> dict:
 
 
 def main() -> None:
+    # Ray and its subprocesses write to fd 1; keep stdout for the JSON alone.
+    stdout = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--bundle", default=None, help="model bundle (default: a toy bundle)")
@@ -244,7 +247,7 @@ def main() -> None:
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), file=stdout, flush=True)
 
 
 if __name__ == "__main__":
