@@ -13,8 +13,10 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -64,6 +66,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the broker's child process: get SIGTERM when the parent dies (Linux), so that
+    a killed ``ccrec`` never leaves a broker behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,7 +95,9 @@ class EmbeddedBroker:
         port: the port to listen on; a free one when None.
         log_path: where the broker's output goes (a temporary file when None).
 
-    Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    Use as a context manager, or call :meth:`start` / :meth:`stop`. The broker
+    also stops at interpreter exit and, on Linux, when the starting thread's
+    process dies (start it from a long-lived thread).
     """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
@@ -109,6 +124,7 @@ class EmbeddedBroker:
                  "--listener-url", url, "--advertised-listener-url", url],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         atexit.register(self.stop)
         try:

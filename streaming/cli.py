@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
 import click
 
 from ccrec.data.sequences import SequenceSpec
-from features.store import FEATURES_DIR, open_store
 from streaming.broker import EmbeddedBroker, KafkaSettings, bootstrap
 from streaming.events import (
     DEFAULT_PARTITIONS,
@@ -23,7 +23,6 @@ from streaming.events import (
     ensure_topics,
     replay,
 )
-from streaming.worker import StreamWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +39,11 @@ def stream() -> None:
 @click.option("--partitions", type=int, default=DEFAULT_PARTITIONS, show_default=True)
 def broker_cmd(port: int | None, partitions: int) -> None:
     """Run the embedded Tansu broker in the foreground (Ctrl-C stops it)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # stop it on exit
     with EmbeddedBroker(port) as broker:
         ensure_topics(KafkaSettings(broker.bootstrap_servers), partitions)
         click.echo(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
+        sys.stdout.flush()
         try:
             while broker.process is not None and broker.process.poll() is None:
                 time.sleep(1)
@@ -76,20 +77,24 @@ def replay_cmd(
                                "events_per_s": round(sent / max(seconds, 1e-9), 1)}))
 
 
+DEFAULTS = dict(group_id="ccrec-features", batch_size=5000, max_poll_interval_ms=300_000,
+                session_timeout_ms=10_000)  # as WorkerConfig (imported lazily: Feast is slow)
+
+
 @stream.command("run")
 @click.option("--dataset", required=True,
               help="Prepared data set (or model bundle) with vocab.json.")
 @click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
               show_default=True)
-@click.option("--root", type=click.Path(path_type=Path), default=FEATURES_DIR,
+@click.option("--root", type=click.Path(path_type=Path), default=None,
               help="The feature store's root directory (default: features/).")
 @click.option("--project", default="ccrec", show_default=True)
 @click.option("--redis-url", default=None, help="host:port (default $CCREC_REDIS_URL or local).")
-@click.option("--group-id", default=WorkerConfig.group_id, show_default=True)
-@click.option("--batch-size", type=int, default=WorkerConfig.batch_size, show_default=True)
-@click.option("--max-poll-interval-ms", type=int, default=WorkerConfig.max_poll_interval_ms,
+@click.option("--group-id", default=DEFAULTS["group_id"], show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS["batch_size"], show_default=True)
+@click.option("--max-poll-interval-ms", type=int, default=DEFAULTS["max_poll_interval_ms"],
               show_default=True)
-@click.option("--session-timeout-ms", type=int, default=WorkerConfig.session_timeout_ms,
+@click.option("--session-timeout-ms", type=int, default=DEFAULTS["session_timeout_ms"],
               show_default=True)
 @click.option("--max-past", type=int, default=SequenceSpec.max_past, show_default=True)
 @click.option("--topic", default=TOPIC, show_default=True)
@@ -97,11 +102,15 @@ def replay_cmd(
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
-    dataset: str, online: str, root: Path, project: str, redis_url: str | None, group_id: str,
+    dataset: str, online: str, root: Path | None, project: str, redis_url: str | None,
+    group_id: str,
     batch_size: int, max_poll_interval_ms: int, session_timeout_ms: int, max_past: int,
     topic: str, dlq_topic: str, bootstrap_servers: str | None, crash_after_pushes: int | None,
 ) -> None:
     """Consume click events, update user features in Feast, then commit (Ctrl-C stops)."""
+    from features.store import FEATURES_DIR, open_store
+    from streaming.worker import StreamWorker, WorkerConfig
+
     config = WorkerConfig(
         group_id=group_id, topic=topic, dlq_topic=dlq_topic, batch_size=batch_size,
         max_poll_interval_ms=max_poll_interval_ms,
@@ -110,7 +119,7 @@ def run_cmd(
         sequence=SequenceSpec(max_past=max_past), crash_after_pushes=crash_after_pushes,
     )
     vocab = Vocabulary.from_prepared(dataset)
-    store = open_store(root, online, redis_url=redis_url, project=project)
+    store = open_store(root or FEATURES_DIR, online, redis_url=redis_url, project=project)
     with bootstrap(bootstrap_servers) as settings:
         ensure_topics(settings, topics=(topic, dlq_topic))
         worker = StreamWorker(settings, store, vocab, config)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
+import multiprocessing
 import time
 from datetime import UTC, datetime
 
@@ -91,13 +90,19 @@ def test_events_to_online_features_end_to_end(broker, topics, make_store, vocab_
     assert sum(committed(broker, topics).values()) == total
 
 
+def _crashing_worker(broker, root, project, vocab_dir, topics) -> None:
+    from features.store import open_store
+
+    store = open_store(root, "redis", project=project)
+    config = worker_config(topics, batch_size=60, crash_after_pushes=3)
+    StreamWorker(broker, store, Vocabulary.from_prepared(vocab_dir), config).run()
+
+
 def test_crash_mid_batch_then_restart_loses_and_duplicates_nothing(
     broker, topics, tmp_path, vocab_dir
 ) -> None:
     """A worker killed after pushing but before committing; its successor replays."""
     import uuid
-
-    from stream_helpers import make_store as _  # noqa: F401  (the store below is Redis)
 
     from features.store import open_store
 
@@ -105,16 +110,13 @@ def test_crash_mid_batch_then_restart_loses_and_duplicates_nothing(
     produce(broker, topics["topic"], events)
     project = f"crash_{uuid.uuid4().hex[:8]}"
     root = tmp_path / "store"
-    command = [
-        sys.executable, "-m", "streaming.cli", "run", "--dataset", str(vocab_dir),
-        "--online", "redis", "--root", str(root), "--project", project,
-        "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["topic"],
-        "--dlq-topic", topics["dlq_topic"], "--group-id", topics["group_id"],
-        "--batch-size", "60", "--max-poll-interval-ms", "2000", "--session-timeout-ms", "3000",
-        "--max-past", str(SPEC.max_past), "--crash-after-pushes", "3",
-    ]
-    crashed = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    # A forked worker process (it has Feast imported already) that exits right after
+    # its third push, before committing: a kill in the middle of a batch.
+    crashing = multiprocessing.get_context("fork").Process(
+        target=_crashing_worker, args=(broker, root, project, vocab_dir, topics))
+    crashing.start()
+    crashing.join(120)
+    assert crashing.exitcode == 17
     store = open_store(root, "redis", project=project)
     try:
         before = committed(broker, topics)

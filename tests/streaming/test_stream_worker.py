@@ -106,3 +106,10 @@ def test_rejects_name_the_reason(updater) -> None:
     assert "item_id" in result.rejected[1].detail and "user_id" in result.rejected[2].detail
     payload = json.loads(result.rejected[5].payload())
     assert payload["size"] == len(bad[5]) and payload["truncated"]
+
+
+def test_cli_defaults_are_the_worker_defaults() -> None:
+    from streaming.cli import DEFAULTS
+    from streaming.worker import WorkerConfig
+
+    assert {k: getattr(WorkerConfig, k) for k in DEFAULTS} == DEFAULTS
