@@ -49,6 +49,7 @@ def _stage(tiny: Path, config: CascadeConfig, ray_config, name: str):
                      examples=examples)
 
 
+@pytest.mark.timeout(1200)  # two worker groups start; ~6 min when the 2 cores are shared
 def test_two_worker_ddp_matches_one_worker(ray_cluster, tiny, tmp_path):
     from ccrec.train.distributed import RayConfig
 
