@@ -209,6 +209,25 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     click.echo(path)
 
 
+def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--models`` → (cascade/simple rows, paper-baseline names)."""
+    from ccrec.baselines.paper import PAPER_BASELINES
+    from ccrec.evaluate import ROWS
+
+    if models == "default":
+        return ROWS, ()
+    if models == "all":
+        return ROWS, tuple(PAPER_BASELINES)
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROWS and n not in PAPER_BASELINES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown {unknown}; use 'default', 'all' or names from "
+            f"{', '.join((*ROWS, *PAPER_BASELINES))}", param_hint="--models")
+    return (tuple(n for n in names if n in ROWS),
+            tuple(n for n in names if n in PAPER_BASELINES))
+
+
 @cli.command()
 @_training_options
 @click.option("--out-dir", default=None, help="Results directory (default runs/<dataset>).")
@@ -217,9 +236,12 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
               help="Also sweep |r_t| (paper Fig. 7).")
 @click.option("--bundle/--no-bundle", "with_bundle", default=True,
               help="Save the CCRec cascade as a bundle under <out-dir>/bundles.")
+@click.option("--models", "models", default="default", show_default=True,
+              help="Rows: 'default' (CCRec, ablations, Popularity, Last-category), 'all' "
+                   "(also the paper's baselines), or a comma list, e.g. CCRec,SASRec.")
 def evaluate(dataset: str, category_level: str | None, config_path: str | None,
              overrides: tuple[str, ...], threads: int, out_dir: str | None,
-             json_path: str | None, sensitivity: bool, with_bundle: bool) -> None:
+             json_path: str | None, sensitivity: bool, with_bundle: bool, models: str) -> None:
     """Train CCRec and its ablations; write the paper's table for warm and cold users."""
     from pathlib import Path
 
@@ -228,6 +250,7 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
     from ccrec.evaluate import SENSITIVITY_SIZES, markdown_table, run_evaluation
 
     torch.set_num_threads(threads)
+    rows, baselines = _evaluation_rows(models)
     name, prepared = _load_for_training(dataset, category_level)
     config = _cascade_config(name, config_path, overrides)
     out = Path(out_dir or f"runs/{Path(name).name}")
@@ -235,6 +258,7 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         prepared, config, out_dir=out, json_path=Path(json_path) if json_path else None,
         sensitivity_sizes=SENSITIVITY_SIZES if sensitivity else (),
         bundle_root=out / "bundles" if with_bundle else None, title=Path(name).name,
+        rows=rows, baselines=baselines,
     )
     for group, rows in summary["results"].items():
         click.echo(f"\n{group} users\n" + markdown_table(rows))

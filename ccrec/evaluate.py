@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -131,13 +132,19 @@ def _sensitivity_plot(sensitivity, path: Path, title: str) -> None:
 def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = None,
                    sensitivity_sizes: Sequence[int] = SENSITIVITY_SIZES,
                    bundle_root: Path | None = None, title: str | None = None,
-                   rows: Sequence[str] = ROWS) -> dict[str, Any]:
+                   rows: Sequence[str] = ROWS,
+                   baselines: Sequence[str] = ()) -> dict[str, Any]:
     """Train the cascade and the ablations, evaluate every row, write the files.
 
     Rows: Popularity; Last-category; MLE (M1 alone); MLE+VAE (scorer with VAE
     embeddings, plain MSE); MLE+Cascading (scorer without VAE, precision loss);
     CCRec (everything). Hyperparameters come from ``config`` (chosen on the
     validation split); the test splits are only scored.
+
+    ``baselines`` names entries of :data:`ccrec.baselines.paper.PAPER_BASELINES`
+    (the paper's §6.2 rows), trained with ``config.train_sampler``'s settings
+    (M1's budget) and early-stopped on the validation users. ``summary.json``
+    records each row's training seconds and inference ms per user.
     """
     from ccrec.baselines.popularity import LastCategory, Popularity
     from ccrec.train.cascade import train_cascade
@@ -161,10 +168,33 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
         models["MLE+Cascading"], fits["MLE+Cascading"] = result.with_scorer(
             replace(scorer, use_vae=False))
     models["CCRec"] = result.model
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for group, split in GROUPS.items():
-        results[group] = {name: evaluate_recommender(models[name], tables[split])
-                          for name in rows if name in models}
+    train_seconds = {"MLE": result.seconds["m1"], "CCRec": result.seconds["total"]}
+    if baselines:
+        from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
+
+        spec = DataSpec(prepared.num_categories, config.max_past,
+                        config.encoder.item_profile_dim, tuple(prepared.feature_cardinalities))
+        for name in baselines:
+            torch.manual_seed(config.seed)
+            models[name] = PAPER_BASELINES[name](spec, replace(config.train_sampler,
+                                                               seed=config.seed))
+            t = time.perf_counter()
+            fit = models[name].fit(tables["train"], tables["valid"])
+            train_seconds[name] = time.perf_counter() - t
+            if fit is not None:
+                fits[name] = fit
+        rows = [*rows, *baselines]
+    results: dict[str, dict[str, dict[str, float]]] = {g: {} for g in GROUPS}
+    timings: dict[str, dict[str, float]] = {}
+    for name in rows:
+        if name not in models:
+            continue
+        t, users = time.perf_counter(), 0
+        for group, split in GROUPS.items():
+            results[group][name] = evaluate_recommender(models[name], tables[split])
+            users += len(tables[split])
+        timings[name] = {"train_seconds": train_seconds.get(name, math.nan),
+                         "inference_ms_per_user": 1000 * (time.perf_counter() - t) / max(users, 1)}
     valid = {name: evaluate_recommender(models[name], tables["valid"])
              for name in rows if name in models}
     sensitivity: dict[str, dict[int, dict[str, float]]] = {g: {} for g in GROUPS}
@@ -177,7 +207,7 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
                   sensitivity if sensitivity_sizes else None)
     summary = {
         "results": results, "valid": valid, "seconds": time.perf_counter() - started,
-        "cascade_seconds": result.seconds,
+        "cascade_seconds": result.seconds, "timings": timings,
         "fits": {name: {"best_epoch": f.best_epoch, "best_value": f.best_value,
                         "epochs": len(f.history), "examples_per_s": f.examples_per_s}
                  for name, f in {**result.fits, **fits}.items()},
@@ -191,5 +221,5 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
         summary["bundle"] = str(save_bundle(
             result.model, config, prepared.vocab, bundle_root,
             dataset=prepared.meta.get("name", ""),
-            metrics={"test": results, "valid": valid["CCRec"], "fits": summary["fits"]}))
+            metrics={"test": results, "valid": valid.get("CCRec", {}), "fits": summary["fits"]}))
     return summary
