@@ -4,6 +4,7 @@ invalid requests, cold start, readiness, metrics, and a schema-driven fuzz."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import httpx
@@ -191,7 +192,8 @@ schema = _fuzz_schema()
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("CCREC_FUZZ_EXAMPLES", 30)), deadline=None,
+          suppress_health_check=list(HealthCheck))
 def test_fuzz_openapi_contract(case):
     case.call_and_validate()
 
