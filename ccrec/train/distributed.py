@@ -29,6 +29,7 @@ is ``batch_size // W``, so 1 and 2 workers take the same optimisation steps.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -242,6 +243,39 @@ def _better(value: float, best: float, monitor: str, min_delta: float) -> bool:
     return value < best - min_delta if monitor == "loss" else value > best + min_delta
 
 
+class _EqualBatches:
+    """The first ``count`` batches of a loader per pass.
+
+    Shards can hold different numbers of rows (the VAE's rows are a user's
+    past interactions), and DDP hangs when one rank takes more steps than
+    another; every rank therefore stops after the smallest shard's batch count
+    (the loader reshuffles each epoch, so no row is always left out).
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, count: int) -> None:
+        self.loader, self.count = loader, count
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.loader.generator
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.count)
+
+
+def _min_over_ranks(value: int, world: int) -> int:
+    if world <= 1 or not torch.distributed.is_initialized():
+        return value
+    from ray.train.torch import get_device
+
+    tensor = torch.tensor([value], device=get_device())
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the weights (checkpoints load on machines without a GPU)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -268,6 +302,7 @@ def _stage_loop(loop_config: dict[str, Any]) -> None:
     per_worker = replace(config, batch_size=max(1, config.batch_size // world))
     loader = make_loader(train, per_worker.batch_size, shuffle=True, seed=config.seed + rank)
     step = prepare_model(TrainStep(model))  # DDP when world > 1; the device is set here
+    loader = _EqualBatches(loader, _min_over_ranks(len(loader), world))
     optimizer = make_optimizer(model, config)
 
     state: dict[str, Any] = {"epoch": -1, "best_value": math.nan, "best_epoch": -1,

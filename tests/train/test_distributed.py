@@ -15,8 +15,6 @@ from ccrec.models.sampler import SamplerConfig
 from ccrec.train.cascade import CascadeConfig
 from ccrec.train.loop import TrainConfig
 
-pytestmark = pytest.mark.slow
-
 #: |ΔHR@1| allowed between 1 and 2 workers on the 80 validation users of the
 #: fixture: the global batch is the same, only the shards' shuffling differs.
 HR_TOLERANCE = 0.07
@@ -49,6 +47,7 @@ def _stage(tiny: Path, config: CascadeConfig, ray_config, name: str):
                      examples=examples)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)  # two worker groups start; ~6 min when the 2 cores are shared
 def test_two_worker_ddp_matches_one_worker(ray_cluster, tiny, tmp_path):
     from ccrec.train.distributed import RayConfig
@@ -64,6 +63,7 @@ def test_two_worker_ddp_matches_one_worker(ray_cluster, tiny, tmp_path):
     assert abs(hr[1] - hr[2]) <= HR_TOLERANCE, hr
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_after_its_last_checkpoint(ray_cluster, tiny, tmp_path):
     from ccrec.train.distributed import RayConfig
 
@@ -73,3 +73,14 @@ def test_killed_run_resumes_after_its_last_checkpoint(ray_cluster, tiny, tmp_pat
     assert (tmp_path / "resume.failed").exists()  # the failure did happen
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert [h["start_epoch"] for h in result.history] == [0, 0, 2]  # resumed at epoch 2
+
+
+def test_every_rank_takes_the_same_number_of_steps():
+    import numpy as np
+
+    from ccrec.train.distributed import _EqualBatches, _min_over_ranks
+
+    loader = [np.arange(4)] * 5  # a loader of 5 batches, as len() and iteration see it
+    equal = _EqualBatches(loader, 3)
+    assert len(equal) == 3 and len(list(equal)) == 3
+    assert _min_over_ranks(5, world=1) == 5  # one worker: nothing to agree on
