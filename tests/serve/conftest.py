@@ -67,8 +67,21 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def serve_graph(ray_cluster):
-    """Serve started once per session with the CCRec graph (no bundle yet: not ready).
+def serve_instance(ray_cluster) -> tuple[int, str]:
+    """Serve's controller and HTTP port, started once per session."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def serve_graph(serve_instance):
+    """The CCRec graph on Serve for one test module (no bundle yet: not ready).
+
+    Module scope: the application (and the CPU its replicas reserve) is gone
+    before the Ray Train and Tune tests of the same session need the CPUs.
 
     Yields ``deploy(**serve_config_kwargs)``, which applies serve_config.yaml with those
     settings the way ``serve deploy`` does (only user_config changes: in place), and
@@ -78,9 +91,7 @@ def serve_graph(ray_cluster):
 
     from serve import runtime
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
+    port, url = serve_instance
 
     def deploy(**kwargs):
         kwargs.setdefault("replicas", 1)

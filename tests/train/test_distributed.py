@@ -53,7 +53,8 @@ def test_two_worker_ddp_matches_one_worker(ray_cluster, tiny, tmp_path):
     from ccrec.train.distributed import RayConfig
 
     results = {
-        n: _stage(tiny, _config(3), RayConfig(num_workers=n, storage_path=str(tmp_path)),
+        n: _stage(tiny, _config(3), RayConfig(num_workers=n, storage_path=str(tmp_path),
+                                                cpus_per_worker=0.5),
                   f"ddp{n}")
         for n in (1, 2)
     }
@@ -68,7 +69,7 @@ def test_killed_run_resumes_after_its_last_checkpoint(ray_cluster, tiny, tmp_pat
     from ccrec.train.distributed import RayConfig
 
     ray_config = RayConfig(num_workers=1, storage_path=str(tmp_path), max_failures=1,
-                           fail_after_epoch=1, fail_stage="m1")
+                           fail_after_epoch=1, fail_stage="m1", cpus_per_worker=0.5)
     result = _stage(tiny, _config(3), ray_config, "resume")
     assert (tmp_path / "resume.failed").exists()  # the failure did happen
     assert [h["epoch"] for h in result.history] == [0, 1, 2]

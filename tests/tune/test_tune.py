@@ -45,9 +45,10 @@ def test_four_trial_search_picks_the_best_trial(ray_cluster, tmp_path):
     from tune.driver import run_tuning
 
     data = synthetic_prepared(tmp_path / "tiny", users=240)
-    summary = run_tuning(data, _base(), RayConfig(num_workers=1), tmp_path / "out",
+    summary = run_tuning(data, _base(), RayConfig(num_workers=1, cpus_per_worker=0.5),
+                         tmp_path / "out",
                          num_samples=4, objective="HR@1", fixed=FIXED, seed=0,
-                         max_concurrent=2)  # 1 worker each: two trials fill 2 CPUs
+                         max_concurrent=2)  # half a CPU each: room beside other Ray users
 
     trials = pd.read_csv(summary.table)
     assert len(trials) == 4
