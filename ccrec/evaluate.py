@@ -28,6 +28,8 @@ from ccrec.train.data import UserTable, make_loader
 log = logging.getLogger(__name__)
 
 ROWS = ("Popularity", "Last-category", "MLE", "MLE+VAE", "MLE+Cascading", "CCRec")
+#: The rows that need the trained cascade.
+CASCADE_ROWS = ("MLE", "MLE+VAE", "MLE+Cascading", "CCRec")
 GROUPS = {"warm": "warm_test", "cold": "cold_test"}
 SENSITIVITY_SIZES = (1, 3, 5, 7, 9, 11, 15, 20)
 
@@ -71,8 +73,7 @@ def write_results(results: dict[str, dict[str, dict[str, float]]], out_dir: Path
                for g, rows in results.items()}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(payload, indent=2))
+        write_results_json(payload, json_path)
     md = [f"# {title}"]
     for group, rows in results.items():
         md += ["", f"## {group} users", "", markdown_table(rows)]
@@ -86,6 +87,20 @@ def write_results(results: dict[str, dict[str, dict[str, float]]], out_dir: Path
         (out_dir / "sensitivity.json").write_text(json.dumps(
             {g: {str(s): m for s, m in v.items()} for g, v in sensitivity.items()}, indent=2))
         _sensitivity_plot(sensitivity, out_dir / "sensitivity.png", title)
+
+
+def write_results_json(payload: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """Merge ``payload`` into the results file at ``path``: a row of this run
+    replaces the row of that name, other rows stay. Runs of different model
+    subsets on the same prepared splits and seed (the harness is deterministic)
+    thus add up to one table, e.g. the paper's baselines after the cascade."""
+    merged: dict[str, dict[str, dict[str, float]]] = {}
+    if path.exists():
+        merged = json.loads(path.read_text())
+    for group, rows in payload.items():
+        merged.setdefault(group, {}).update(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2))
 
 
 def _bar_chart(results, path: Path, title: str) -> None:
@@ -147,28 +162,33 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
     records each row's training seconds and inference ms per user.
     """
     from ccrec.baselines.popularity import LastCategory, Popularity
-    from ccrec.train.cascade import train_cascade
+    from ccrec.train.cascade import build_tables, train_cascade
 
     started = time.perf_counter()
-    result = train_cascade(prepared, config)
-    tables = result.tables
+    # The cascade is trained only when a row needs it, so the paper's baselines
+    # can be (re)run alone on the very same splits.
+    result = train_cascade(prepared, config) if set(rows) & set(CASCADE_ROWS) else None
+    tables = result.tables if result is not None else build_tables(prepared, config)
     models: dict[str, Any] = {}
     pop = Popularity(prepared.num_categories)
     pop.fit(tables["train"])
     last = LastCategory(prepared.num_categories)
     last.fit(tables["train"])
     models["Popularity"], models["Last-category"] = pop, last
-    models["MLE"] = result.model.sampler
-    fits = {"CCRec": result.fits["m2"]}
+    fits: dict[str, Any] = {}
+    train_seconds: dict[str, float] = {}
     scorer = config.scorer
-    if "MLE+VAE" in rows:
-        models["MLE+VAE"], fits["MLE+VAE"] = result.with_scorer(
-            replace(scorer, use_vae=True, precision_loss="none"))
-    if "MLE+Cascading" in rows:
-        models["MLE+Cascading"], fits["MLE+Cascading"] = result.with_scorer(
-            replace(scorer, use_vae=False))
-    models["CCRec"] = result.model
-    train_seconds = {"MLE": result.seconds["m1"], "CCRec": result.seconds["total"]}
+    if result is not None:
+        models["MLE"] = result.model.sampler
+        fits["CCRec"] = result.fits["m2"]
+        if "MLE+VAE" in rows:
+            models["MLE+VAE"], fits["MLE+VAE"] = result.with_scorer(
+                replace(scorer, use_vae=True, precision_loss="none"))
+        if "MLE+Cascading" in rows:
+            models["MLE+Cascading"], fits["MLE+Cascading"] = result.with_scorer(
+                replace(scorer, use_vae=False))
+        models["CCRec"] = result.model
+        train_seconds = {"MLE": result.seconds["m1"], "CCRec": result.seconds["total"]}
     if baselines:
         from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
 
@@ -198,24 +218,24 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
     valid = {name: evaluate_recommender(models[name], tables["valid"])
              for name in rows if name in models}
     sensitivity: dict[str, dict[int, dict[str, float]]] = {g: {} for g in GROUPS}
-    for size in sensitivity_sizes:
+    for size in sensitivity_sizes if result is not None else ():
         cands = replace(config.candidates, size=size)
         model, _ = result.with_scorer(scorer, candidates=cands)
         for group, split in GROUPS.items():
             sensitivity[group][size] = evaluate_recommender(model, tables[split])
     write_results(results, out_dir, title or prepared.meta.get("name", "results"), json_path,
-                  sensitivity if sensitivity_sizes else None)
+                  sensitivity if sensitivity_sizes and result is not None else None)
     summary = {
         "results": results, "valid": valid, "seconds": time.perf_counter() - started,
-        "cascade_seconds": result.seconds, "timings": timings,
+        "cascade_seconds": result.seconds if result is not None else {}, "timings": timings,
         "fits": {name: {"best_epoch": f.best_epoch, "best_value": f.best_value,
                         "epochs": len(f.history), "examples_per_s": f.examples_per_s}
-                 for name, f in {**result.fits, **fits}.items()},
+                 for name, f in {**(result.fits if result is not None else {}), **fits}.items()},
     }
     (out_dir / "summary.json").write_text(json.dumps(
         {**summary, "sensitivity": {g: {str(s): m for s, m in v.items()}
                                     for g, v in sensitivity.items()}}, indent=2, default=float))
-    if bundle_root is not None:
+    if bundle_root is not None and result is not None:
         from ccrec.bundle import save_bundle
 
         summary["bundle"] = str(save_bundle(

@@ -41,3 +41,19 @@ def test_harness_trains_and_times_paper_baselines(tmp_path):
     assert timing["train_seconds"] > 0 and timing["inference_ms_per_user"] > 0
     assert math.isnan(written["timings"]["Popularity"]["train_seconds"])
     assert "SASRec" in json.loads((out / "results.json").read_text())["warm"]
+
+
+def test_baselines_alone_skip_the_cascade_on_the_same_splits(tmp_path):
+    prepared = load_prepared(write_synthetic(tmp_path / "synthetic"))
+    config = load(CascadeConfig, DEBUG)
+    alone = run_evaluation(prepared, config, out_dir=tmp_path / "alone",
+                           sensitivity_sizes=(1, 3), bundle_root=tmp_path / "bundles",
+                           rows=("Popularity",), baselines=("SASRec",))
+    assert alone["cascade_seconds"] == {}  # no cascade row asked for: none trained
+    assert not (tmp_path / "bundles").exists()
+    assert list(alone["results"]["warm"]) == ["Popularity", "SASRec"]
+    with_cascade = run_evaluation(prepared, config, out_dir=tmp_path / "both",
+                                  sensitivity_sizes=(), rows=("Popularity", "CCRec"),
+                                  baselines=("SASRec",))
+    for group in ("warm", "cold"):  # same splits, same seed: the same numbers
+        assert alone["results"][group]["SASRec"] == with_cascade["results"][group]["SASRec"]
