@@ -113,8 +113,10 @@ def _bar_chart(results, path: Path, title: str) -> None:
     for ax, (group, rows) in zip(axes[:, 0], results.items(), strict=True):
         width = 0.8 / max(len(rows), 1)
         x = np.arange(len(COLUMNS))
+        colors = plt.get_cmap("tab20").colors  # 20 distinct colours: every row its own
         for i, (name, metrics) in enumerate(rows.items()):
-            ax.bar(x + i * width, [metrics[c] for c in COLUMNS], width, label=name)
+            ax.bar(x + i * width, [metrics[c] for c in COLUMNS], width, label=name,
+                   color=colors[i % len(colors)])
         ax.set_xticks(x + 0.4 - width / 2, COLUMNS, rotation=30)
         ax.set_title(f"{title}: {group} users")
         ax.set_ylim(0, 1)
