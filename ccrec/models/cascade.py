@@ -58,7 +58,10 @@ class CCRec(nn.Module):
 
     Paper: CCRec §4–§5. Candidates are ranked by M2's score ŷ ∈ (0, 1);
     every other category comes after them in M1's order (score y^{M1} − 1), so
-    top-k lists longer than |r_t| are still well defined.
+    top-k lists longer than |r_t| are still well defined. It only scores: the
+    three stages are trained one after the other by
+    :func:`ccrec.train.cascade.train_cascade` (or its Ray Train twin), which
+    returns this model.
 
     Args:
         sampler: stage 1, :class:`MLESampler`.
@@ -83,9 +86,6 @@ class CCRec(nn.Module):
     @property
     def num_categories(self) -> int:
         return self.sampler.num_categories
-
-    def fit(self, train, valid=None):  # the stages are trained by ccrec.train.cascade
-        raise NotImplementedError("train the cascade with ccrec.train.cascade.train_cascade")
 
     def score(self, batch: CategoryBatch) -> Tensor:
         return self.score_tensors(
