@@ -13,6 +13,7 @@ Conventions shared by every batch:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,33 @@ def item_buckets(items: np.ndarray | Tensor, profile_dim: int) -> np.ndarray | T
     so the modulo spreads them evenly.
     """
     return (items - 1) % profile_dim
+
+
+def item_profiles(
+    item_lists: Sequence[Sequence[Sequence[int]]], slots: int, profile_dim: int
+) -> Tensor:
+    """[B, slots, P] float: the item profile π of each user's category interactions.
+
+    ``item_lists[b][j]`` are the items (1..I) of user b's j-th category
+    interaction; its profile is the L1-normalised bag of their buckets
+    (:func:`item_buckets`) at ``[b, j]``. Interactions past ``slots`` are
+    ignored; empty lists and missing slots stay all zero. Callers keep the
+    same interactions here as in the past-category row they go with.
+    """
+    flat_rows, flat_items, weights = [], [], []
+    for b, user in enumerate(item_lists):
+        for j, items in enumerate(list(user)[:slots]):
+            if len(items) == 0:
+                continue
+            flat_rows.append(np.full(len(items), b * slots + j, np.int64))
+            flat_items.append(np.asarray(items, np.int64))
+            weights.append(np.full(len(items), 1.0 / len(items), np.float32))
+    out = torch.zeros(len(item_lists) * slots, profile_dim)
+    if flat_rows:
+        buckets = item_buckets(np.concatenate(flat_items), profile_dim)
+        out.index_put_((torch.from_numpy(np.concatenate(flat_rows)), torch.from_numpy(buckets)),
+                       torch.from_numpy(np.concatenate(weights)), accumulate=True)
+    return out.view(len(item_lists), slots, profile_dim)
 
 
 class _Movable:
