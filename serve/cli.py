@@ -86,9 +86,9 @@ def plain_cmd(bundle: str, features_root: str | None, online: str, project: str,
     import uvicorn
 
     from serve.features import reader_from_config
-    from serve.plain import build_app
+    from serve.plain import PlainHost
 
-    app = build_app(bundle, reader_from_config(_features(features_root, online, project)))
+    app = PlainHost(bundle, reader_from_config(_features(features_root, online, project))).app
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -96,11 +96,10 @@ def plain_cmd(bundle: str, features_root: str | None, online: str, project: str,
 @click.option("--out", default="docs/openapi.json", show_default=True)
 def openapi_cmd(out: str) -> None:
     """Write the HTTP API's OpenAPI schema (the API reference)."""
-    from serve.api import create_app
     from serve.features import MemoryFeatures
-    from serve.plain import LocalService
+    from serve.plain import PlainHost
 
-    spec = create_app(LocalService(None, MemoryFeatures())).openapi()
+    spec = PlainHost(None, MemoryFeatures()).app.openapi()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(spec, indent=2) + "\n")
     click.echo(out)

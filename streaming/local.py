@@ -1,10 +1,11 @@
-"""The real-time loop on one machine: embedded broker → stream worker → Feast → Serve.
+"""The real-time loop on one machine: embedded broker → stream worker → Feast.
 
 :class:`LocalLoop` starts the broker (Tansu), a Feast store and the stream
-worker (a thread of this process) and stops them in reverse order;
-:func:`click_to_refresh` posts a click and polls the recommendation until it
-reflects that click (the feature timestamp reaches the click's time). The
-loop test, the benchmark and the demo all use these.
+worker (a thread of this process) and stops them in reverse order; the
+serving API reads the store it fills. :func:`click_to_refresh` measures the
+whole loop from the outside: it posts a click to the API and polls the
+recommendation until it reflects that click (the feature timestamp reaches
+the click's time). The loop test, the serving benchmark and the demo use both.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from ccrec.data.prepared import load_prepared
     from ccrec.train.cascade import CascadeConfig
     from serve import runtime
-    from serve.loop import LocalLoop
+    from streaming.local import LocalLoop
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic v1 shims in Ray
     out = Path(out_dir).resolve()
@@ -148,18 +148,17 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
 
 
 def _openapi() -> dict:
-    from serve.api import create_app
     from serve.features import MemoryFeatures
-    from serve.plain import LocalService
+    from serve.plain import PlainHost
 
-    return create_app(LocalService(None, MemoryFeatures())).openapi()
+    return PlainHost(None, MemoryFeatures()).app.openapi()
 
 
 async def _replay(url: str, prepared, clicks: int) -> None:
     """One test user's real history, click by click, as a new user id."""
     import httpx
 
-    from serve.loop import click_to_refresh
+    from streaming.local import click_to_refresh
 
     vocab = prepared.vocab
     users = prepared.split("warm_test")
