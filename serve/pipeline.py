@@ -232,6 +232,10 @@ class SamplerStage:
     def __init__(self, slot: ModelSlot) -> None:
         self.slot = slot
 
+    async def __call__(self, request: SampleRequest) -> Shortlist | Ranked:
+        """One request, called in this process (the single-process host)."""
+        return self.sample_many([request])[0]
+
     def sample_many(self, requests: list[SampleRequest]) -> list[Shortlist | Ranked]:
         served = self.slot.require()
         rec = served.recommender
@@ -269,6 +273,10 @@ class ScorerStage:
 
     def __init__(self, slot: ModelSlot) -> None:
         self.slot = slot
+
+    async def __call__(self, request: ScoreRequest) -> Ranked:
+        """One request, called in this process (the single-process host)."""
+        return self.score_many([request])[0]
 
     def score_many(self, requests: list[ScoreRequest]) -> list[Ranked]:
         served = self.slot.require()

@@ -18,12 +18,8 @@ from serve.pipeline import (
     ModelSlot,
     ModelStatus,
     Pipeline,
-    Ranked,
-    SampleRequest,
     SamplerStage,
-    ScoreRequest,
     ScorerStage,
-    Shortlist,
     configure_torch,
 )
 
@@ -41,15 +37,9 @@ class PlainHost:
                  clicks: Clicks | None = None) -> None:
         configure_torch()
         self.slot = ModelSlot(bundle)
-        self.sampler, self.scorer = SamplerStage(self.slot), ScorerStage(self.slot)
-        self.pipeline = Pipeline(features, self._sample, self._score, self._status)
+        self.pipeline = Pipeline(features, SamplerStage(self.slot), ScorerStage(self.slot),
+                                 self._status)
         self.app = create_app(self.pipeline, clicks or Clicks(), title="CCRec (single process)")
-
-    async def _sample(self, request: SampleRequest) -> Shortlist | Ranked:
-        return self.sampler.sample_many([request])[0]
-
-    async def _score(self, request: ScoreRequest) -> Ranked:
-        return self.scorer.score_many([request])[0]
 
     async def _status(self) -> ModelStatus:
         return self.slot.status()
