@@ -108,5 +108,10 @@ def serve_graph(serve_instance, synthetic):
     serve.delete("ccrec")
 
 
-def post(url: str, path: str, body) -> httpx.Response:
-    return httpx.post(url + path, json=body, timeout=30)
+@pytest.fixture
+def post():
+    """``post(url, path, body)``: one JSON POST."""
+    def post(url: str, path: str, body) -> httpx.Response:
+        return httpx.post(url + path, json=body, timeout=30)
+
+    return post

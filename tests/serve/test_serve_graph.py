@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 import schemathesis
-from conftest import post
 from hypothesis import HealthCheck, given, settings
 
 from ccrec.bundle import Bundle
@@ -23,7 +22,7 @@ def graph(serve_graph):
     return serve_graph
 
 
-def test_not_ready_until_a_bundle_is_loaded_then_ready(graph, bundles):
+def test_not_ready_until_a_bundle_is_loaded_then_ready(graph, bundles, post):
     deploy, url = graph
     deploy(bundle=None)
     assert httpx.get(url + "/healthz").status_code == 200
@@ -37,7 +36,7 @@ def test_not_ready_until_a_bundle_is_loaded_then_ready(graph, bundles):
     assert ready["model"]["version"] == "untrained-1" and ready["features"] is True
 
 
-def test_contract_through_serve(graph, bundles, synthetic):
+def test_contract_through_serve(graph, bundles, synthetic, post):
     deploy, url = graph
     wait_ready(url, timeout=120)
     warm = post(url, "/v1/recommendations", {"user_id": "1", "k": 4})

@@ -9,7 +9,6 @@ from datetime import datetime
 
 import httpx
 import pytest
-from conftest import post
 
 from ccrec.bundle import Bundle
 from serve.runtime import wait_ready
@@ -18,7 +17,7 @@ from streaming.local import LocalLoop, click_to_refresh
 pytestmark = pytest.mark.slow
 
 
-def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles, tmp_path):
+def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles, tmp_path, post):
     deploy, url = serve_graph
     prepared, bundle = synthetic, bundles[0]
     vocab = prepared.vocab
