@@ -29,8 +29,9 @@ import numpy as np
 from ccrec.data.prepared import resolve
 from features.store import open_store
 from streaming.broker import bootstrap
+from streaming.config import WorkerConfig
 from streaming.events import EventProducer, Vocabulary, dataset_events, ensure_topics, replay
-from streaming.worker import StreamWorker, WorkerConfig
+from streaming.worker import StreamWorker
 
 log = logging.getLogger("benchmarks.stream")
 
