@@ -102,7 +102,7 @@ class FeastFeatures:
             row = rows[user_id]
             out.append(UserFeatures(
                 past_categories=[int(c) for c in row[d.PAST_CATEGORIES]],
-                past_items=[[int(i) for i in ci] for ci in row["past_items"]],
+                past_items=[[int(i) for i in ci] for ci in row[d.PAST_ITEMS]],
                 user_features=[int(f) for f in row[d.USER_FEATURES]],
                 last_timestamp=int(row[d.LAST_TIMESTAMP]),
                 popular_categories=[int(c) for c in row.get(d.POPULAR_CATEGORIES) or []],
