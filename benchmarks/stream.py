@@ -126,6 +126,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("feast").setLevel(logging.WARNING)
     dataset = _dataset(args.dataset)
     if args.only_freshness:
         logging.getLogger("streaming.worker").setLevel(logging.DEBUG)
