@@ -38,11 +38,10 @@ from safetensors.torch import load_file, save_file
 
 from ccrec.batch import item_profiles, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
-from ccrec.models.cascade import CCRec
+from ccrec.models.cascade import CascadeConfig, CCRec
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
-from ccrec.train.cascade import CascadeConfig
 
 FORMAT = "ccrec-bundle"
 FORMAT_VERSION = 1
