@@ -36,13 +36,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ccrec.batch import item_buckets
+from ccrec.batch import item_profiles, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
-from ccrec.models.cascade import CCRec
+from ccrec.models.cascade import CascadeConfig, CCRec
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
-from ccrec.train.cascade import CascadeConfig
 
 FORMAT = "ccrec-bundle"
 FORMAT_VERSION = 1
@@ -231,30 +230,15 @@ class CascadeRecommender:
         self.profile_dim = config.encoder.item_profile_dim
 
     def _tensors(self, requests: Sequence[UserRequest]):
-        n, k, p = len(requests), self.max_past, self.profile_dim
-        past = np.zeros((n, k), np.int64)
-        feats = np.zeros((n, self.num_features), np.int64)
-        profiles = torch.zeros(n, k, p)
-        rows, cols, vals = [], [], []
+        past = pad_sequences([r.past_categories for r in requests], self.max_past)
+        feats = np.zeros((len(requests), self.num_features), np.int64)
         for i, r in enumerate(requests):
-            cats = list(r.past_categories)[-k:]
-            past[i, : len(cats)] = cats
             if r.user_features is not None:
                 feats[i, : len(r.user_features)] = r.user_features
-            if r.past_items is not None:
-                items_per_ci = list(r.past_items)[-k:] if len(r.past_items) else []
-                for j, items in enumerate(items_per_ci):
-                    if len(items) == 0:
-                        continue
-                    b = item_buckets(np.asarray(items, np.int64), p)
-                    rows.append(np.full(len(b), i * k + j))
-                    cols.append(b)
-                    vals.append(np.full(len(b), 1.0 / len(b), np.float32))
-        if rows:
-            flat = profiles.view(n * k, p)
-            flat.index_put_((torch.from_numpy(np.concatenate(rows)),
-                             torch.from_numpy(np.concatenate(cols))),
-                            torch.from_numpy(np.concatenate(vals)), accumulate=True)
+        # without items, a user's interactions have all-zero profiles
+        profiles = item_profiles(
+            [r.past_items if r.past_items is not None else [] for r in requests],
+            self.max_past, self.profile_dim)
         return torch.from_numpy(past), profiles, torch.from_numpy(feats)
 
     @torch.inference_mode()
