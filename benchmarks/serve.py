@@ -139,7 +139,8 @@ def synthetic_bundle(tmp: Path) -> tuple[Path, Path]:
     from ccrec.config import load
     from ccrec.data.prepared import load_prepared
     from ccrec.data.synthetic import write_synthetic
-    from ccrec.train.cascade import CascadeConfig, train_cascade
+    from ccrec.models.cascade import CascadeConfig
+    from ccrec.train.cascade import train_cascade
 
     prepared_path = write_synthetic(tmp / "synthetic", num_users=1000, num_categories=18,
                                     num_items=3000, max_past=10,

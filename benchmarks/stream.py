@@ -29,8 +29,9 @@ import numpy as np
 from ccrec.data.prepared import resolve
 from features.store import open_store
 from streaming.broker import bootstrap
+from streaming.config import WorkerConfig
 from streaming.events import EventProducer, Vocabulary, dataset_events, ensure_topics, replay
-from streaming.worker import StreamWorker, WorkerConfig
+from streaming.worker import StreamWorker
 
 log = logging.getLogger("benchmarks.stream")
 
@@ -125,6 +126,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("feast").setLevel(logging.WARNING)
     dataset = _dataset(args.dataset)
     if args.only_freshness:
         logging.getLogger("streaming.worker").setLevel(logging.DEBUG)

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from ccrec.config import load  # noqa: E402
 from ccrec.data.prepared import load_prepared  # noqa: E402
-from ccrec.train.cascade import CascadeConfig, train_cascade  # noqa: E402
+from ccrec.models.cascade import CascadeConfig  # noqa: E402
+from ccrec.train.cascade import train_cascade  # noqa: E402
 from ccrec.train.distributed import RayConfig, ensure_prepared, train_cascade_ray  # noqa: E402
 
 STAGES = ("m1", "vae", "m2")

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from ccrec.bundle import Bundle, save_bundle  # noqa: E402
 from ccrec.config import load  # noqa: E402
 from ccrec.data.prepared import load_prepared  # noqa: E402
-from ccrec.train.cascade import CascadeConfig, train_cascade  # noqa: E402
+from ccrec.models.cascade import CascadeConfig  # noqa: E402
+from ccrec.train.cascade import train_cascade  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ Conventions shared by every batch:
   right-padded with 0 (``past_categories != 0`` is the mask);
 * item profiles π are fixed-size, L1-normalised bags of a category
   interaction's items, hashed into ``profile_dim`` buckets
-  (:func:`item_buckets`);
+  (:func:`item_buckets`); :func:`item_profiles` builds the [B, k, P] tensor
+  from item lists, for training tables and serving alike;
 * targets are multi-hot over C+1 columns (column 0, padding, always 0).
 """
 
@@ -32,31 +33,127 @@ def item_buckets(items: np.ndarray | Tensor, profile_dim: int) -> np.ndarray | T
     return (items - 1) % profile_dim
 
 
-def item_profiles(
-    item_lists: Sequence[Sequence[Sequence[int]]], slots: int, profile_dim: int
-) -> Tensor:
-    """[B, slots, P] float: the item profile π of each user's category interactions.
+def pad_sequences(sequences: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """[N, width] long: each sequence's last ``width`` values, left-aligned, 0-padded.
 
-    ``item_lists[b][j]`` are the items (1..I) of user b's j-th category
-    interaction; its profile is the L1-normalised bag of their buckets
-    (:func:`item_buckets`) at ``[b, j]``. Interactions past ``slots`` are
-    ignored; empty lists and missing slots stay all zero. Callers keep the
-    same interactions here as in the past-category row they go with.
+    The one truncation rule of past sequences: the most recent ``width``
+    category interactions are kept, oldest first (``[3, 5, 2]`` with width 2
+    is ``[5, 2]``; with width 4, ``[3, 5, 2, 0]``).
     """
-    flat_rows, flat_items, weights = [], [], []
-    for b, user in enumerate(item_lists):
-        for j, items in enumerate(list(user)[:slots]):
-            if len(items) == 0:
-                continue
-            flat_rows.append(np.full(len(items), b * slots + j, np.int64))
-            flat_items.append(np.asarray(items, np.int64))
-            weights.append(np.full(len(items), 1.0 / len(items), np.float32))
-    out = torch.zeros(len(item_lists) * slots, profile_dim)
-    if flat_rows:
-        buckets = item_buckets(np.concatenate(flat_items), profile_dim)
-        out.index_put_((torch.from_numpy(np.concatenate(flat_rows)), torch.from_numpy(buckets)),
-                       torch.from_numpy(np.concatenate(weights)), accumulate=True)
-    return out.view(len(item_lists), slots, profile_dim)
+    out = np.zeros((len(sequences), width), dtype=np.int64)
+    for i, seq in enumerate(sequences):
+        kept = np.asarray(seq, dtype=np.int64)[max(len(seq) - width, 0):]
+        out[i, : len(kept)] = kept
+    return out
+
+
+@dataclass
+class ItemProfiles:
+    """Item profiles π of many users' category interactions, kept sparse (CSR).
+
+    Entries ``starts[g]:ends[g]`` are the (bucket, weight) pairs of group g (a
+    user, or one interaction); ``slots`` tells a group's interactions apart.
+    :meth:`dense` builds the [B, slots, P] tensor of any groups in one
+    scatter, so a table of many users holds only their items.
+
+    Args:
+        buckets: [E] long, :func:`item_buckets` of each entry's item.
+        weights: [E] float, 1 / (items in the entry's interaction).
+        slots: [E] long, the entry's interaction within its group.
+        starts, ends: [G] long, each group's entry range.
+        profile_dim: P.
+    """
+
+    buckets: np.ndarray
+    weights: np.ndarray
+    slots: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    profile_dim: int
+
+    @classmethod
+    def from_item_lists(cls, past_items: Sequence[Sequence[Sequence[int]]], max_past: int,
+                        profile_dim: int) -> ItemProfiles:
+        """One group per user: the items of the user's last ``max_past`` interactions.
+
+        Slot j holds the j-th kept interaction, oldest first, so it lines up
+        with :func:`pad_sequences` of the same user's past categories.
+        """
+        kept = [list(user)[max(len(user) - max_past, 0):] for user in past_items]
+        ci_items = [np.asarray(items, np.int64) for user in kept for items in user]
+        sizes = np.asarray([len(items) for items in ci_items], np.int64)  # [CIs]
+        cis_per_user = np.asarray([len(user) for user in kept], np.int64)  # [G]
+        slot_of_ci = np.arange(len(ci_items)) - np.repeat(
+            np.cumsum(cis_per_user) - cis_per_user, cis_per_user)  # [CIs]
+        entries = np.bincount(np.repeat(np.arange(len(kept)), cis_per_user), weights=sizes,
+                              minlength=len(kept)).astype(np.int64)  # [G]
+        ends = np.cumsum(entries)
+        items = np.concatenate(ci_items) if ci_items else np.zeros(0, np.int64)
+        with np.errstate(divide="ignore"):  # an empty interaction has no entries to weigh
+            weight_of_ci = (1.0 / sizes).astype(np.float32)
+        return cls(
+            buckets=np.asarray(item_buckets(items, profile_dim), np.int64),
+            weights=np.repeat(weight_of_ci, sizes),
+            slots=np.repeat(slot_of_ci, sizes),
+            starts=ends - entries,
+            ends=ends,
+            profile_dim=profile_dim,
+        )
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def dense(self, groups: np.ndarray, slots_per_group: int) -> Tensor:
+        """[len(groups), slots_per_group, P] float profiles of the given groups."""
+        starts, ends = self.starts[groups], self.ends[groups]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        idx = offsets + np.arange(total)
+        local = np.repeat(np.arange(len(groups)), lengths)
+        out = torch.zeros(len(groups) * slots_per_group, self.profile_dim)
+        out.index_put_(
+            (torch.from_numpy(local * slots_per_group + self.slots[idx]),
+             torch.from_numpy(self.buckets[idx])),
+            torch.from_numpy(self.weights[idx]),
+            accumulate=True,
+        )
+        return out.view(len(groups), slots_per_group, self.profile_dim)
+
+    def interactions(self, group: np.ndarray, slot: np.ndarray) -> ItemProfiles:
+        """One group per (group, slot) pair: the profiles of single interactions."""
+        entry_group = np.repeat(np.arange(len(self)), self.ends - self.starts)
+        width = int(self.slots.max()) + 1 if len(self.slots) else 1
+        key = entry_group * width + self.slots
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        wanted = np.asarray(group, np.int64) * width + np.asarray(slot, np.int64)
+        return ItemProfiles(
+            buckets=self.buckets[order], weights=self.weights[order],
+            slots=np.zeros(len(order), np.int64),
+            starts=np.searchsorted(sorted_keys, wanted, side="left").astype(np.int64),
+            ends=np.searchsorted(sorted_keys, wanted, side="right").astype(np.int64),
+            profile_dim=self.profile_dim,
+        )
+
+
+def item_profiles(past_items: Sequence[Sequence[Sequence[int]]], max_past: int,
+                  profile_dim: int) -> Tensor:
+    """[B, max_past, P] float item profiles π of B users' past category interactions.
+
+    Args:
+        past_items: per user, the item indices (1..I) of each past category
+            interaction, oldest first.
+        max_past: k; a longer past keeps its last k interactions, as
+            :func:`pad_sequences` does with the past categories.
+        profile_dim: P, the number of buckets (:func:`item_buckets`).
+
+    Slot j of a user is the L1-normalised bag of the j-th kept interaction's
+    items (1/n per item, summed where items share a bucket); empty
+    interactions and padding slots are all zeros.
+    """
+    profiles = ItemProfiles.from_item_lists(past_items, max_past, profile_dim)
+    return profiles.dense(np.arange(len(profiles)), max_past)
 
 
 class _Movable:

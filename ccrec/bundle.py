@@ -36,13 +36,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ccrec.batch import item_profiles
+from ccrec.batch import item_profiles, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
-from ccrec.models.cascade import CCRec, candidates_from_m1
+from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
-from ccrec.train.cascade import CascadeConfig
 
 FORMAT = "ccrec-bundle"
 FORMAT_VERSION = 1
@@ -267,15 +266,17 @@ class CascadeRecommender:
             empty = torch.zeros(1, self.max_past, dtype=torch.long)
             self._popularity = self.model.sampler(empty)[0].exp()  # [C+1]
 
-    # --- inputs: the one place where pasts are truncated and padded ------------------------
+    # --- inputs: pasts truncated and padded by ccrec.batch's one rule ---------------------
     def _past(self, requests: Sequence[UserRequest]) -> Tensor:
         """[B, k] long: the most recent k past categories, oldest first."""
-        return _pad([list(r.past_categories)[-self.max_past:] for r in requests], self.max_past)
+        return torch.from_numpy(pad_sequences([r.past_categories for r in requests],
+                                              self.max_past))
 
     def _profiles(self, requests: Sequence[UserRequest]) -> Tensor:
-        """[B, k, P] float: the item profiles of the same k category interactions."""
-        recent = [list(r.past_items or ())[-self.max_past:] for r in requests]
-        return item_profiles(recent, self.max_past, self.profile_dim)
+        """[B, k, P] float: the item profiles of the same k category interactions (all
+        zero for a request without item lists)."""
+        return item_profiles([r.past_items or [] for r in requests], self.max_past,
+                             self.profile_dim)
 
     def _features(self, requests: Sequence[UserRequest]) -> Tensor:
         """[B, F] long: f_t (0 = unknown)."""

@@ -118,7 +118,7 @@ def _cascade_config(dataset: str, config_path: str | None, overrides: tuple[str,
     from pathlib import Path
 
     from ccrec.config import load
-    from ccrec.train.cascade import CascadeConfig
+    from ccrec.models.cascade import CascadeConfig
 
     if config_path is None:
         default = Path(__file__).parent / "configs" / f"{dataset}.yaml"

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccrec.data.tables import UserTable, make_loader
 from ccrec.metrics import COLUMNS, KS, HitCounter
-from ccrec.train.data import UserTable, make_loader
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from ccrec.config import load
     from ccrec.data.prepare import prepare
     from ccrec.data.prepared import load_prepared
-    from ccrec.train.cascade import CascadeConfig
+    from ccrec.models.cascade import CascadeConfig
     from serve import runtime
     from streaming.local import LocalLoop
 

@@ -1,14 +1,16 @@
 """CCRec's Feast definitions, in dependency order: entity → sources → feature views → services.
 
-The feature names are module constants: ``streaming/`` and ``serve/`` import
-them from here (through :mod:`features.store`), so no name is typed twice.
+The feature names are module constants: ``streaming/``, ``serve/`` and the
+tests import them from here, so no name is typed twice. The sequence features
+keep the column names of :func:`ccrec.data.sequences.past_sequences`, the batch
+computation they come from.
 
 Push sources are sources, so they come right after their parquet batch
 sources (a feature view must name the push source it is fed by). Every push
 also appends the same rows to the parquet batch source (a directory of part
 files), so the offline store keeps every update for point-in-time training.
-All paths are relative to the repository root (``features/`` for the
-``feast`` CLI, the data directory chosen in :func:`features.store.open_store`).
+All paths are relative to the store's root (``features/`` for the ``feast``
+CLI, the directory given to :func:`features.store.open_store`).
 """
 
 from datetime import timedelta
@@ -27,6 +29,7 @@ PAST_CATEGORIES = "past_categories"
 PAST_STARTS = "past_starts"
 PAST_ITEMS_FLAT = "past_items_flat"  # the CIs' item sets, concatenated
 PAST_ITEM_COUNTS = "past_item_counts"  # the size of each CI's item set
+PAST_ITEMS = "past_items"  # the item sets, one list per CI, as features.store reads them
 NUM_PAST_EVENTS = "num_past_events"
 NUM_PAST_CIS = "num_past_cis"
 NUM_PAST_CATEGORIES = "num_past_categories"
@@ -50,7 +53,7 @@ POPULAR_COUNTS = "popular_counts"
 user = Entity(name="user", join_keys=[USER_ID], value_type=ValueType.STRING,
               description="A user, by the source system's user id")
 
-# The population a statistic is computed over (only GLOBAL_SCOPE for now); keys
+# The population a statistic is computed over (GLOBAL_SCOPE: all users); keys
 # category popularity, which belongs to no user.
 scope = Entity(name="scope", join_keys=[SCOPE], value_type=ValueType.STRING,
                description="The population a statistic covers")

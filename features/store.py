@@ -1,148 +1,149 @@
 """The Python API around the Feast repository: open, apply, write, read.
 
+A store is one environment's ``feature_store.yaml`` (:data:`~features.environments.ENVIRONMENTS`)
+loaded on a *root* directory, Feast's ``repo_path``: every relative path in the
+file and in the definitions (file registry, SQLite file, parquet logs) resolves
+under the root, ``features/`` by default, any directory for tests and
+deployments.
+
 Serving reads a user's features with :func:`read_user_features`; the
 streaming worker writes with :func:`push_rows`; training data comes from
-:func:`historical_features`. A store lives in a *root* directory (the Feast
-``repo_path``): ``features/`` itself by default, any directory for tests and
-deployments; everything it writes goes under ``<root>/data/``.
+:func:`historical_features`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore, RepoConfig
-from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
-from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+import yaml
+from feast import Entity, FeatureService, FeatureStore, FeatureView, PushSource, RepoConfig
+from feast.data_source import DataSource
+from feast.type_map import feast_value_type_to_pa
+from feast.types import Array
 
 from features import definitions as d
+from features.environments import ENVIRONMENTS, FEATURES_DIR
 
-#: The Feast repository (feature_store.yaml + definitions.py).
-FEATURES_DIR = Path(__file__).resolve().parent
-DEFAULT_REDIS = "127.0.0.1:6379"
-OnlineKind = Literal["sqlite", "redis"]
-
-#: The model-facing features of user_category_sequence, in schema order.
-SEQUENCE_FEATURES = (
-    d.PAST_CATEGORIES, d.PAST_STARTS, d.PAST_ITEMS_FLAT, d.PAST_ITEM_COUNTS, d.NUM_PAST_EVENTS,
-    d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP,
-)
-#: The streaming worker's state columns of user_category_sequence.
-STATE_FEATURES = (
-    d.LOG_ITEMS, d.LOG_CATEGORIES, d.LOG_TIMESTAMPS, d.LOG_EVENT_IDS, d.APPLIED_PARTITION,
-    d.APPLIED_OFFSET,
-)
+#: Every Feast object of the definitions, in their order (what `apply` registers).
+OBJECTS = tuple(obj for obj in vars(d).values()
+                if isinstance(obj, Entity | DataSource | FeatureView | FeatureService))
+#: push source name → the feature view it feeds.
+PUSHED = {view.stream_source.name: view for view in OBJECTS
+          if isinstance(view, FeatureView) and isinstance(view.stream_source, PushSource)}
 SEQUENCE_VIEW = d.user_category_sequence.name
 FEATURE_SERVICE = d.ccrec_v1.name
+#: The model-facing features of user_category_sequence, in schema order (those of the service).
+SEQUENCE_FEATURES = tuple(
+    f.name for p in d.ccrec_v1.feature_view_projections if p.name == SEQUENCE_VIEW
+    for f in p.features)
+#: The streaming worker's state columns of user_category_sequence.
+STATE_FEATURES = tuple(f.name for f in d.user_category_sequence.features
+                       if f.name not in SEQUENCE_FEATURES)
 
-#: Every Feast object, in dependency order (what `apply` registers).
-OBJECTS = (
-    d.user, d.scope,
-    d.user_category_sequence_log, d.user_category_sequence_push,
-    d.user_profile_log, d.user_profile_push,
-    d.category_popularity_log, d.category_popularity_push,
-    d.user_category_sequence, d.user_profile, d.category_popularity,
-    d.ccrec_v1,
-)
-#: push source → its feature view and parquet directory (relative to the root).
-_PUSHED = {
-    d.user_category_sequence_push.name: (d.user_category_sequence, d.user_category_sequence_log),
-    d.user_profile_push.name: (d.user_profile, d.user_profile_log),
-    d.category_popularity_push.name: (d.category_popularity, d.category_popularity_log),
-}
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
 
 
-def repo_config(
+def load_config(
     root: Path | str = FEATURES_DIR,
-    online: OnlineKind = "sqlite",
+    environment: str = "sqlite",
     *,
+    project: str | None = None,
     redis_url: str | None = None,
-    project: str = "ccrec",
 ) -> RepoConfig:
-    """The configuration of features/feature_store.yaml, for any root and online store.
+    """An environment's ``feature_store.yaml`` on ``root``.
 
     Args:
-        root: the repository root; registry, SQLite file and parquet logs go in root/data.
-        online: ``sqlite`` (default) or ``redis``.
-        redis_url: ``host:port[,db=N]``; default ``$CCREC_REDIS_URL`` or 127.0.0.1:6379.
-        project: the Feast project (namespaces the Redis keys).
+        root: the store's root (Feast's repo_path); relative paths resolve under it.
+        environment: a key of :data:`~features.environments.ENVIRONMENTS`.
+        project: replaces the file's Feast project (tests: one project each).
+        redis_url: replaces a Redis online store's connection string
+            (``host:port[,db=N,password=P]``); default ``$CCREC_REDIS_URL``, else the file's.
+
+    Raises:
+        ValueError: unknown environment, or a ``${VAR}`` of the file is unset.
     """
-    root = Path(root).resolve()
-    if online == "redis":
-        url = redis_url or os.environ.get("CCREC_REDIS_URL", DEFAULT_REDIS)
-        # The worker de-duplicates itself, and out-of-order events must be able to
-        # rewrite a row with an unchanged timestamp: last write wins.
-        store_config = RedisOnlineStoreConfig(connection_string=url, skip_dedup=True)
-    elif online == "sqlite":
-        store_config = SqliteOnlineStoreConfig(path=str(root / "data" / "online_store.db"))
-    else:
-        raise ValueError(f"online store must be sqlite or redis, not {online!r}")
-    return RepoConfig(
-        project=project,
-        provider="local",
-        registry=str(root / "data" / "registry.db"),
-        online_store=store_config,
-        offline_store=DaskOfflineStoreConfig(),
-        repo_path=root,
-        entity_key_serialization_version=3,
-    )
+    path = ENVIRONMENTS.get(environment)
+    if path is None:
+        raise ValueError(f"unknown Feast environment {environment!r}; "
+                         f"choose one of {sorted(ENVIRONMENTS)}")
+    # As feast.repo_config.load_repo_config: ${VAR}s expand from the environment.
+    values: dict[str, Any] = yaml.safe_load(os.path.expandvars(path.read_text()))
+    if project is not None:
+        values["project"] = project
+    redis_url = redis_url or os.environ.get("CCREC_REDIS_URL")
+    online = values.get("online_store")
+    if redis_url and isinstance(online, dict) and online.get("type") == "redis":
+        values["online_store"] = {**online, "connection_string": redis_url}
+    unset = sorted({name for text in _strings(values) for name in _VARIABLE.findall(text)})
+    if unset:
+        raise ValueError(f"{path} needs the environment variable(s) {', '.join(unset)}")
+    return RepoConfig(repo_path=Path(root).resolve(), **values)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
 
 
 def open_store(
     root: Path | str = FEATURES_DIR,
-    online: OnlineKind = "sqlite",
+    environment: str = "sqlite",
     *,
+    project: str | None = None,
     redis_url: str | None = None,
-    project: str = "ccrec",
     apply: bool = True,
 ) -> FeatureStore:
-    """A FeatureStore on ``root``; registers the definitions first unless ``apply=False``."""
-    config = repo_config(root, online, redis_url=redis_url, project=project)
+    """A FeatureStore of ``environment`` on ``root`` (see :func:`load_config`); registers
+    the definitions and creates the empty parquet logs first unless ``apply=False``."""
+    config = load_config(root, environment, project=project, redis_url=redis_url)
     store = FeatureStore(repo_path=str(config.repo_path), config=config)
     if apply:
         apply_definitions(store)
     return store
 
 
-def _empty_log(view, source) -> pa.Table:
-    key = d.SCOPE if view.name == d.category_popularity.name else d.USER_ID
-    fields = [pa.field(key, pa.string())]
-    for feature in view.features:
-        fields.append(pa.field(feature.name, _arrow_type(feature.dtype)))
-    fields += [pa.field(d.EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
-               pa.field(d.CREATED, pa.timestamp("us", tz="UTC"))]
-    return pa.schema(fields).empty_table()
-
-
-def _arrow_type(dtype) -> pa.DataType:
-    text = str(dtype)
-    base = pa.string() if "String" in text else pa.int64()
-    return pa.list_(base) if text.startswith("Array") else base
+def _log_schema(view: FeatureView) -> pa.Schema:
+    """The columns of a view's offline log: join keys, features, event and created time."""
+    entities = {e.name: e for e in OBJECTS if isinstance(e, Entity)}
+    keys = [pa.field(entities[name].join_key, feast_value_type_to_pa(entities[name].value_type))
+            for name in view.entities]
+    features = [pa.field(f.name, feast_value_type_to_pa(f.dtype.to_value_type()))
+                for f in view.features]
+    source = view.batch_source
+    times = [pa.field(name, pa.timestamp("us", tz="UTC"))
+             for name in (source.timestamp_field, source.created_timestamp_column)]
+    return pa.schema(keys + features + times)
 
 
 def apply_definitions(store: FeatureStore) -> None:
     """Register every object and create the (empty) parquet logs if missing."""
     root = Path(store.repo_path)
-    for view, source in (v for v in _PUSHED.values()):
-        directory = root / source.path
+    for view in PUSHED.values():
+        directory = root / view.batch_source.path
         if not directory.exists() or not any(directory.glob("*.parquet")):
             directory.mkdir(parents=True, exist_ok=True)
-            pq.write_table(_empty_log(view, source), directory / "part-00000-empty.parquet")
+            pq.write_table(_log_schema(view).empty_table(),
+                           directory / "part-00000-empty.parquet")
     store.apply(list(OBJECTS))
 
 
-def _write_part(root: Path, source, table: pa.Table) -> Path:
-    directory = root / source.path
+def _write_part(directory: Path, table: pa.Table) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     path = directory / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
@@ -163,10 +164,10 @@ def push_rows(store: FeatureStore, push_source: str, rows: pd.DataFrame) -> None
     """
     if rows.empty:
         return
-    view, source = _PUSHED[push_source]
-    columns = _empty_log(view, source).schema
+    view = PUSHED[push_source]
+    columns = _log_schema(view)
     table = pa.Table.from_pandas(rows[list(columns.names)], schema=columns, preserve_index=False)
-    _write_part(Path(store.repo_path), source, table)
+    _write_part(Path(store.repo_path) / view.batch_source.path, table)
     # What store.push(push_source, rows, to=PushMode.ONLINE) does for our one view per
     # push source, without scanning every feature view in the registry on each call.
     store.write_to_online_store(view.name, rows)
@@ -191,27 +192,28 @@ def split_items(flat: Sequence[int] | None, counts: Sequence[int] | None) -> lis
     return [list(map(int, flat[bounds[i]:bounds[i + 1]])) for i in range(len(counts))]
 
 
-def read_user_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
-    """What model version 1 needs for each user: user id → features.
+_LIST_FEATURES = (d.PAST_CATEGORIES, d.PAST_STARTS, d.USER_FEATURES, d.POPULAR_CATEGORIES,
+                  d.POPULAR_COUNTS)
+_COUNT_FEATURES = (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP)
 
-    Each value has ``past_categories``, ``past_starts`` (epoch s), ``past_items``
-    (one item list per CI), the ``num_past_*`` counts, ``last_timestamp``,
-    ``user_features`` (f_t indices) and ``popular_categories`` /
-    ``popular_counts``. A user never seen has empty lists and zero counts.
+
+def read_user_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
+    """What model version 1 needs for each user: user id → feature name → value.
+
+    The names are those of :mod:`features.definitions`: ``PAST_CATEGORIES``,
+    ``PAST_STARTS`` (epoch s), ``PAST_ITEMS`` (one item list per CI, in place of
+    the flat list and counts), ``NUM_PAST_*``, ``LAST_TIMESTAMP``,
+    ``USER_FEATURES`` (f_t indices), ``POPULAR_CATEGORIES`` / ``POPULAR_COUNTS``.
+    A user never seen has empty lists and zero counts.
     """
     service = store.get_feature_service(FEATURE_SERVICE)
     rows = [{d.USER_ID: u, d.SCOPE: d.GLOBAL_SCOPE} for u in user_ids]
     data = store.get_online_features(features=service, entity_rows=rows).to_dict()
     out = {}
     for i, user_id in enumerate(user_ids):
-        value = {name: data[name][i] for name in data if name not in (d.USER_ID, d.SCOPE)}
-        for name in (d.PAST_CATEGORIES, d.PAST_STARTS, d.USER_FEATURES, d.POPULAR_CATEGORIES,
-                     d.POPULAR_COUNTS):
-            value[name] = list(value.get(name) or [])
-        for name in (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP):
-            value[name] = int(value.get(name) or 0)
-        value["past_items"] = split_items(value.pop(d.PAST_ITEMS_FLAT, None),
-                                          value.pop(d.PAST_ITEM_COUNTS, None))
+        value = {name: list(data[name][i] or []) for name in _LIST_FEATURES}
+        value.update({name: int(data[name][i] or 0) for name in _COUNT_FEATURES})
+        value[d.PAST_ITEMS] = split_items(data[d.PAST_ITEMS_FLAT][i], data[d.PAST_ITEM_COUNTS][i])
         out[user_id] = value
     return out
 
@@ -223,13 +225,13 @@ def sequence_columns(past: pd.DataFrame) -> pd.DataFrame:
     the ``user`` column is kept. Used by the streaming worker and by tests that
     compare with the batch path.
     """
-    out = past[["user", "past_categories", "past_starts"]].copy()
-    items = [list(x) for x in past["past_items"]]
+    out = past[["user"]].copy()
+    items = [list(x) for x in past[d.PAST_ITEMS]]
+    out[d.PAST_CATEGORIES] = [list(map(int, x)) for x in past[d.PAST_CATEGORIES]]
+    out[d.PAST_STARTS] = [list(map(int, x)) for x in past[d.PAST_STARTS]]
     out[d.PAST_ITEMS_FLAT] = [[int(i) for ci in x for i in ci] for x in items]
     out[d.PAST_ITEM_COUNTS] = [[len(ci) for ci in x] for x in items]
-    out[d.PAST_CATEGORIES] = [list(map(int, x)) for x in past["past_categories"]]
-    out[d.PAST_STARTS] = [list(map(int, x)) for x in past["past_starts"]]
-    for name in (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP):
+    for name in _COUNT_FEATURES:
         out[name] = past[name].to_numpy(np.int64)
     return out
 
@@ -249,17 +251,14 @@ def historical_features(
     # Feast's file store drops entity rows whose only feature rows are later than the
     # entity timestamp; they had no features yet (empty lists, zero counts).
     frame = entity_df.merge(found, on=[d.USER_ID, d.EVENT_TIMESTAMP], how="left")
+    lists = {f.name for f in d.user_category_sequence.features if isinstance(f.dtype, Array)}
     for name in SEQUENCE_FEATURES:
-        if name.startswith(("past_",)):
-            frame[name] = [list(x) if x is not None and not _is_na(x) else [] for x in frame[name]]
+        if name in lists:
+            frame[name] = [list(x) if isinstance(x, list | np.ndarray) else [] for x in frame[name]]
         else:
             frame[name] = frame[name].fillna(0).astype(np.int64)
     frame["cutoff"] = np.asarray(cutoffs, np.int64)
     return frame.drop(columns=[d.EVENT_TIMESTAMP])
-
-
-def _is_na(value) -> bool:
-    return isinstance(value, float) and np.isnan(value)
 
 
 def load_static_features(store: FeatureStore, prepared, top: int = 100) -> dict[str, int]:

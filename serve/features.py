@@ -140,10 +140,10 @@ class FeastFeatures:
         for user_id in user_ids:
             row = rows[user_id]
             user = UserRequest([int(c) for c in row[d.PAST_CATEGORIES]],
-                               [[int(i) for i in ci] for ci in row["past_items"]],
+                               [[int(i) for i in ci] for ci in row[d.PAST_ITEMS]],
                                [int(f) for f in row[d.USER_FEATURES]])
-            popular = Popularity([int(c) for c in row[d.POPULAR_CATEGORIES]],
-                                 [int(n) for n in row[d.POPULAR_COUNTS]])
+            popular = Popularity([int(c) for c in row.get(d.POPULAR_CATEGORIES) or []],
+                                 [int(n) for n in row.get(d.POPULAR_COUNTS) or []])
             out.append(UserFeatures(user, int(row[d.LAST_TIMESTAMP]),
                                     popular if popular.categories else None))
         return out

@@ -7,15 +7,16 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ccrec.data.sequences import SequenceSpec
+from features.cli import feast_options, open_from_options
 from streaming.broker import EmbeddedBroker, KafkaSettings, bootstrap
+from streaming.config import WorkerConfig
 from streaming.events import (
     DEFAULT_PARTITIONS,
-    DLQ_TOPIC,
     TOPIC,
     EventProducer,
     Vocabulary,
@@ -77,60 +78,64 @@ def replay_cmd(
                                "events_per_s": round(sent / max(seconds, 1e-9), 1)}))
 
 
-DEFAULTS = dict(group_id="ccrec-features", batch_size=5000, max_poll_interval_ms=300_000,
-                session_timeout_ms=10_000)  # as WorkerConfig (imported lazily: Feast is slow)
+#: The worker's defaults, which the options below show and start from.
+WORKER = WorkerConfig()
+
+
+def worker_config(
+    group_id: str, topic: str, dlq_topic: str, batch_size: int, max_poll_interval_ms: int,
+    session_timeout_ms: int, max_past: int, crash_after_pushes: int | None,
+) -> WorkerConfig:
+    """The :class:`WorkerConfig` of `ccrec stream run`'s options (the rest: its defaults)."""
+    return replace(
+        WORKER, group_id=group_id, topic=topic, dlq_topic=dlq_topic, batch_size=batch_size,
+        max_poll_interval_ms=max_poll_interval_ms, session_timeout_ms=session_timeout_ms,
+        # Kafka's rule: heartbeats at most a third of the session timeout apart.
+        heartbeat_interval_ms=min(WORKER.heartbeat_interval_ms, session_timeout_ms // 3),
+        sequence=replace(WORKER.sequence, max_past=max_past),
+        crash_after_pushes=crash_after_pushes,
+    )
 
 
 @stream.command("run")
 @click.option("--dataset", required=True,
               help="Prepared data set (or model bundle) with vocab.json.")
-@click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
+@feast_options
+@click.option("--group-id", default=WORKER.group_id, show_default=True)
+@click.option("--topic", default=WORKER.topic, show_default=True)
+@click.option("--dlq-topic", default=WORKER.dlq_topic, show_default=True)
+@click.option("--batch-size", type=int, default=WORKER.batch_size, show_default=True)
+@click.option("--max-poll-interval-ms", type=int, default=WORKER.max_poll_interval_ms,
               show_default=True)
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="The feature store's root directory (default: features/).")
-@click.option("--project", default="ccrec", show_default=True)
-@click.option("--redis-url", default=None, help="host:port (default $CCREC_REDIS_URL or local).")
-@click.option("--group-id", default=DEFAULTS["group_id"], show_default=True)
-@click.option("--batch-size", type=int, default=DEFAULTS["batch_size"], show_default=True)
-@click.option("--max-poll-interval-ms", type=int, default=DEFAULTS["max_poll_interval_ms"],
+@click.option("--session-timeout-ms", type=int, default=WORKER.session_timeout_ms,
               show_default=True)
-@click.option("--session-timeout-ms", type=int, default=DEFAULTS["session_timeout_ms"],
-              show_default=True)
-@click.option("--max-past", type=int, default=SequenceSpec.max_past, show_default=True)
-@click.option("--topic", default=TOPIC, show_default=True)
-@click.option("--dlq-topic", default=DLQ_TOPIC, show_default=True)
+@click.option("--max-past", type=int, default=WORKER.sequence.max_past, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
-    dataset: str, online: str, root: Path | None, project: str, redis_url: str | None,
-    group_id: str,
-    batch_size: int, max_poll_interval_ms: int, session_timeout_ms: int, max_past: int,
-    topic: str, dlq_topic: str, bootstrap_servers: str | None, crash_after_pushes: int | None,
+    dataset: str, feast_env: str, root: Path, project: str | None, redis_url: str | None,
+    group_id: str, topic: str, dlq_topic: str, batch_size: int, max_poll_interval_ms: int,
+    session_timeout_ms: int, max_past: int, bootstrap_servers: str | None,
+    crash_after_pushes: int | None,
 ) -> None:
     """Consume click events, update user features in Feast, then commit (Ctrl-C stops)."""
-    from features.store import FEATURES_DIR, open_store
-    from streaming.worker import StreamWorker, WorkerConfig
+    from streaming.worker import StreamWorker
 
-    config = WorkerConfig(
-        group_id=group_id, topic=topic, dlq_topic=dlq_topic, batch_size=batch_size,
-        max_poll_interval_ms=max_poll_interval_ms,
-        session_timeout_ms=session_timeout_ms,
-        heartbeat_interval_ms=max(100, min(3000, session_timeout_ms // 3)),
-        sequence=SequenceSpec(max_past=max_past), crash_after_pushes=crash_after_pushes,
-    )
+    config = worker_config(group_id, topic, dlq_topic, batch_size, max_poll_interval_ms,
+                           session_timeout_ms, max_past, crash_after_pushes)
     vocab = Vocabulary.from_prepared(dataset)
-    store = open_store(root or FEATURES_DIR, online, redis_url=redis_url, project=project)
+    store = open_from_options(feast_env, root, project, redis_url)
     with bootstrap(bootstrap_servers) as settings:
         ensure_topics(settings, topics=(topic, dlq_topic))
         worker = StreamWorker(settings, store, vocab, config)
 
         def stop(signum, frame) -> None:
-            worker._stop.set()
+            worker.stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("stream worker consuming from %s (group %s) into %s",
-                 settings.bootstrap_servers, group_id, online)
+        log.info("stream worker consuming from %s (group %s) into Feast %s",
+                 settings.bootstrap_servers, group_id, feast_env)
         worker.run()
         click.echo(json.dumps(worker.stats.as_dict()))
 

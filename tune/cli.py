@@ -58,7 +58,7 @@ def tune(dataset: str, category_level: str | None, config_path: str | None,
     import ray
 
     from ccrec.config import load
-    from ccrec.train.cascade import CascadeConfig
+    from ccrec.models.cascade import CascadeConfig
     from ccrec.train.distributed import RayConfig, ensure_prepared
     from tune.driver import run_tuning
 

@@ -28,7 +28,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from ccrec.config import to_dict
-from ccrec.train.cascade import CascadeConfig
+from ccrec.models.cascade import CascadeConfig
 from ccrec.train.distributed import RayConfig, train_and_bundle
 from tune.space import OBJECTIVES, apply_params, split_space
 

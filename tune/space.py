@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import tune
 
-from ccrec.train.cascade import CascadeConfig
+from ccrec.models.cascade import CascadeConfig
 
 #: Objectives ``ccrec tune`` can maximise (validation metrics of the cascade).
 OBJECTIVES = ("HR@1", "F1@3")

@@ -58,15 +58,14 @@ class CLRec(SequentialRecommender):
         num_categories: |C|.
         max_len: k, the longest past sequence.
         config: :class:`CLRecConfig` (defaults: d=64, 2 blocks, queue 1024, τ=0.1).
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "CLRec"
 
-    def __init__(self, num_categories: int, max_len: int, config: CLRecConfig | None = None,
-                 train_config=None) -> None:
+    def __init__(self, num_categories: int, max_len: int, config: CLRecConfig | None = None
+                 ) -> None:
         config = config or CLRecConfig()
-        super().__init__(num_categories, max_len, config, train_config)
+        super().__init__(num_categories, max_len, config)
         self.encoder = CausalSelfAttentionEncoder(
             config.d_model, config.n_heads, config.n_layers, max_len, config.dropout)
         # the FIFO queue: embeddings of past positives and their categories (0 = empty)
@@ -77,14 +76,13 @@ class CLRec(SequentialRecommender):
         self.queue_next = 0
 
     def reset_queue(self) -> None:
-        """Empty the negative queue (done at the start of every :meth:`fit`)."""
+        """Empty the negative queue (done before every training run)."""
         self.queue.zero_()
         self.queue_ids.zero_()
         self.queue_next = 0
 
-    def fit(self, train, valid=None):
+    def prepare(self, train) -> None:
         self.reset_queue()
-        return super().fit(train, valid)
 
     def encode(self, past_categories: Tensor) -> Tensor:
         # past_categories: [B, k] long, 0 = padding

@@ -96,16 +96,15 @@ class FMLPRec(SequentialRecommender):
         num_categories: |C|.
         max_len: k, the longest past sequence.
         config: :class:`FMLPRecConfig` (defaults: d=64, 2 blocks, dropout 0.2).
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "FMLPRec"
     causal = False
 
-    def __init__(self, num_categories: int, max_len: int, config: FMLPRecConfig | None = None,
-                 train_config=None) -> None:
+    def __init__(self, num_categories: int, max_len: int, config: FMLPRecConfig | None = None
+                 ) -> None:
         config = config or FMLPRecConfig()
-        super().__init__(num_categories, max_len, config, train_config)
+        super().__init__(num_categories, max_len, config)
         d = config.d_model
         self.position = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d, eps=1e-12)

@@ -157,15 +157,14 @@ class Mamba4Rec(SequentialRecommender):
         max_len: k, the longest past sequence.
         config: :class:`Mamba4RecConfig` (defaults: d=64, 1 layer, N=32,
             conv 4, expand 2, dropout 0.2 — the paper's).
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "Mamba4Rec"
 
     def __init__(self, num_categories: int, max_len: int,
-                 config: Mamba4RecConfig | None = None, train_config=None) -> None:
+                 config: Mamba4RecConfig | None = None) -> None:
         config = config or Mamba4RecConfig()
-        super().__init__(num_categories, max_len, config, train_config)
+        super().__init__(num_categories, max_len, config)
         d = config.d_model
         self.dropout = nn.Dropout(config.dropout)
         self.norm = nn.LayerNorm(d, eps=1e-12)

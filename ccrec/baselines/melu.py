@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from ccrec.baselines.vaerec import PAD_SCORE, past_multi_hot
 from ccrec.batch import CategoryBatch
 from ccrec.models.base import NeuralRecommender
-from ccrec.train.loop import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,6 @@ class MeLU(NeuralRecommender):
         num_categories: |C| (scores have C+1 columns; column 0 is padding).
         feature_cardinalities: vocabulary size of each f_t column (0 = unknown).
         config: :class:`MeLUConfig`.
-        train_config: how :meth:`fit` trains it (the global, meta update).
     """
 
     name = "MeLU"
@@ -104,9 +102,8 @@ class MeLU(NeuralRecommender):
         num_categories: int,
         feature_cardinalities: list[int],
         config: MeLUConfig | None = None,
-        train_config: TrainConfig | None = None,
     ) -> None:
-        super().__init__(train_config)
+        super().__init__()
         config = config or MeLUConfig()
         self.config, self.num_categories = config, num_categories
         d = config.embedding_dim

@@ -1,7 +1,9 @@
 """The paper's baselines (§6.2), by their table names, for the evaluation harness.
 
 Every entry is a factory ``(spec, train_config) -> CategoryRecommender`` with
-an explicit import behind it (no lookup by class-name string): the harness
+an explicit import behind it (no lookup by class-name string); the neural
+models come paired with their training settings in a
+:class:`~ccrec.train.loop.Trainable`. The harness
 builds a :class:`DataSpec` once per data set and calls each factory, so
 baselines with different constructor arguments (sequence length, user-feature
 vocabularies, item-profile width) sit in one dict.
@@ -19,8 +21,8 @@ from ccrec.baselines.melu import MeLU
 from ccrec.baselines.sasrec import SASRec
 from ccrec.baselines.tiger import TIGER
 from ccrec.baselines.vaerec import VAERec, vaerec_plus
-from ccrec.models.base import CategoryRecommender
-from ccrec.train.loop import TrainConfig
+from ccrec.models.base import CategoryRecommender, TrainConfig
+from ccrec.train.loop import Trainable
 
 
 @dataclass(frozen=True)
@@ -43,20 +45,16 @@ class DataSpec:
 BaselineFactory = Callable[[DataSpec, TrainConfig | None], CategoryRecommender]
 
 PAPER_BASELINES: dict[str, BaselineFactory] = {
-    "SASRec": lambda spec, train: SASRec(spec.num_categories, spec.max_past,
-                                         train_config=train),
-    "FMLPRec": lambda spec, train: FMLPRec(spec.num_categories, spec.max_past,
-                                           train_config=train),
-    "Mamba4Rec": lambda spec, train: Mamba4Rec(spec.num_categories, spec.max_past,
-                                               train_config=train),
-    "CLRec": lambda spec, train: CLRec(spec.num_categories, spec.max_past,
-                                       train_config=train),
-    "VAERec": lambda spec, train: VAERec(spec.num_categories, list(spec.feature_cardinalities),
-                                         spec.profile_dim, train_config=train),
-    "VAERec+": lambda spec, train: vaerec_plus(spec.num_categories,
-                                               list(spec.feature_cardinalities),
-                                               spec.profile_dim, train_config=train),
-    "MeLU": lambda spec, train: MeLU(spec.num_categories, list(spec.feature_cardinalities),
-                                     train_config=train),
-    "TIGER": lambda spec, train: TIGER(spec.num_categories, spec.max_past, train_config=train),
+    "SASRec": lambda spec, train: Trainable(SASRec(spec.num_categories, spec.max_past), train),
+    "FMLPRec": lambda spec, train: Trainable(FMLPRec(spec.num_categories, spec.max_past), train),
+    "Mamba4Rec": lambda spec, train: Trainable(Mamba4Rec(spec.num_categories, spec.max_past),
+                                               train),
+    "CLRec": lambda spec, train: Trainable(CLRec(spec.num_categories, spec.max_past), train),
+    "VAERec": lambda spec, train: Trainable(VAERec(
+        spec.num_categories, list(spec.feature_cardinalities), spec.profile_dim), train),
+    "VAERec+": lambda spec, train: Trainable(vaerec_plus(
+        spec.num_categories, list(spec.feature_cardinalities), spec.profile_dim), train),
+    "MeLU": lambda spec, train: Trainable(MeLU(
+        spec.num_categories, list(spec.feature_cardinalities)), train),
+    "TIGER": lambda spec, train: Trainable(TIGER(spec.num_categories, spec.max_past), train),
 }

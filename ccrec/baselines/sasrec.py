@@ -108,15 +108,14 @@ class SASRec(SequentialRecommender):
         num_categories: |C|.
         max_len: k, the longest past sequence.
         config: :class:`SASRecConfig` (defaults: d=64, 2 blocks, 1 head, dropout 0.2).
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "SASRec"
 
-    def __init__(self, num_categories: int, max_len: int, config: SASRecConfig | None = None,
-                 train_config=None) -> None:
+    def __init__(self, num_categories: int, max_len: int, config: SASRecConfig | None = None
+                 ) -> None:
         config = config or SASRecConfig()
-        super().__init__(num_categories, max_len, config, train_config)
+        super().__init__(num_categories, max_len, config)
         self.encoder = CausalSelfAttentionEncoder(
             config.d_model, config.n_heads, config.n_layers, max_len, config.dropout)
 

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ccrec.batch import CategoryBatch
 from ccrec.losses import mle_loss
 from ccrec.models.base import NeuralRecommender
-from ccrec.models.sampler import last_present
+from ccrec.models.layers import last_present
 
 SequenceLoss = Literal["ce", "bce"]
 
@@ -132,15 +132,14 @@ class SequentialRecommender(NeuralRecommender):
         num_categories: |C|; scores have C+1 columns, column 0 (padding) is −inf.
         max_len: k, the longest past sequence.
         config: a :class:`SequenceConfig` (or a model's subclass of it).
-        train_config: how :meth:`fit` trains it.
     """
 
     #: True when hidden state i depends on positions ≤ i only (enables the next term).
     causal = True
 
-    def __init__(self, num_categories: int, max_len: int, config: SequenceConfig,
-                 train_config=None) -> None:
-        super().__init__(train_config)
+    def __init__(self, num_categories: int, max_len: int, config: SequenceConfig
+                 ) -> None:
+        super().__init__()
         self.num_categories, self.max_len, self.config = num_categories, max_len, config
         self.item_embedding = nn.Embedding(num_categories + 1, config.d_model, padding_idx=0)
         nn.init.normal_(self.item_embedding.weight, std=config.d_model ** -0.5)

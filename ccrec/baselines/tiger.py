@@ -49,7 +49,6 @@ from torch import Tensor, nn
 from ccrec.baselines.vaerec import PAD_SCORE
 from ccrec.batch import CategoryBatch
 from ccrec.models.base import NeuralRecommender
-from ccrec.train.loop import FitResult, TrainConfig, seed_everything
 
 #: Base score of categories the beam did not reach (popularity is added in (0, 1)).
 UNREACHED_SCORE = -1e3
@@ -223,7 +222,6 @@ class TIGER(NeuralRecommender):
         num_categories: |C| (scores have C+1 columns; column 0 is padding).
         max_past: k, the longest past sequence.
         config: :class:`TIGERConfig`.
-        train_config: how :meth:`fit` trains the Transformer.
     """
 
     name = "TIGER"
@@ -233,9 +231,8 @@ class TIGER(NeuralRecommender):
         num_categories: int,
         max_past: int,
         config: TIGERConfig | None = None,
-        train_config: TrainConfig | None = None,
     ) -> None:
-        super().__init__(train_config)
+        super().__init__()
         config = config or TIGERConfig()
         self.config, self.num_categories, self.max_past = config, num_categories, max_past
         if config.codebook_size <= 0:
@@ -263,7 +260,7 @@ class TIGER(NeuralRecommender):
             config.n_layers, norm=nn.LayerNorm(d),
         )
         self.head = nn.Linear(d, self.vocab_size)
-        # semantic-ID tokens of each category (row 0: padding), set by fit
+        # semantic-ID tokens of each category (row 0: padding), set by prepare
         self.register_buffer("sem_tokens", torch.zeros(num_categories + 1, self.id_len,
                                                        dtype=torch.long))
         # fallback order of categories the beam misses: popularity in (0, 1)
@@ -288,11 +285,9 @@ class TIGER(NeuralRecommender):
         rank[order] = np.arange(len(freq))
         self.popularity.copy_(torch.tensor((rank + 1) / (len(freq) + 1), dtype=torch.float32))
 
-    def fit(self, train: Any, valid: Any | None = None) -> FitResult:
-        """Semantic IDs from the training users, then the Transformer (shared trainer)."""
-        seed_everything((self.train_config or TrainConfig()).seed)
+    def prepare(self, train: Any) -> None:
+        """Semantic IDs from the training users, before the Transformer trains."""
         self.build_semantic_ids(train)
-        return super().fit(train, valid)
 
     # -- encoder / decoder ---------------------------------------------------------
     def encode(self, past_categories: Tensor) -> tuple[Tensor, Tensor]:

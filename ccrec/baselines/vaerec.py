@@ -40,7 +40,6 @@ from torch import Tensor, nn
 from ccrec.batch import CategoryBatch
 from ccrec.losses import kl_divergence
 from ccrec.models.base import NeuralRecommender
-from ccrec.train.loop import TrainConfig
 
 #: Score of the padding column 0: below every real category.
 PAD_SCORE = -1e9
@@ -103,7 +102,6 @@ class VAERec(NeuralRecommender):
         feature_cardinalities: vocabulary size of each f_t column (0 = unknown).
         profile_dim: P, width of the item profiles in the batches.
         config: :class:`VAERecConfig`.
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "VAERec"
@@ -114,9 +112,8 @@ class VAERec(NeuralRecommender):
         feature_cardinalities: list[int],
         profile_dim: int,
         config: VAERecConfig | None = None,
-        train_config: TrainConfig | None = None,
     ) -> None:
-        super().__init__(train_config)
+        super().__init__()
         config = config or VAERecConfig()
         self.config, self.num_categories = config, num_categories
         self.feature_cardinalities = list(feature_cardinalities)
@@ -194,8 +191,7 @@ def vaerec_plus(
     feature_cardinalities: list[int],
     profile_dim: int,
     config: VAERecConfig | None = None,
-    train_config: TrainConfig | None = None,
 ) -> VAERec:
     """VAERec+: :class:`VAERec` conditioned on the user features f_t as well."""
     config = replace(config or VAERecConfig(), use_user_features=True)
-    return VAERec(num_categories, feature_cardinalities, profile_dim, config, train_config)
+    return VAERec(num_categories, feature_cardinalities, profile_dim, config)

@@ -1,17 +1,23 @@
 """The one interface of every category recommender (CCRec's stages and baselines).
 
-A recommender is fitted on a training :class:`~ccrec.train.data.UserTable`
-(optionally watching a validation one) and then scores **all** categories for
-a :class:`~ccrec.batch.CategoryBatch`: ``score(batch) -> [B, C+1]``, higher is
-better, column 0 (padding) is ignored. The evaluation harness
-(:mod:`ccrec.evaluate`) needs nothing else, so a sequence baseline (SASRec, …)
-plugs in by subclassing :class:`NeuralRecommender` and writing ``forward``,
-``loss`` and ``score``; the shared trainer does the rest.
+The evaluation harness (:mod:`ccrec.evaluate`) calls two methods: ``fit`` on a
+training :class:`~ccrec.data.tables.UserTable` (optionally watching a
+validation one) and ``score(batch) -> [B, C+1]`` for a
+:class:`~ccrec.batch.CategoryBatch`, higher is better, column 0 (padding)
+ignored. A counting baseline (Popularity) implements both itself.
+
+A torch model is a :class:`NeuralRecommender`: it defines ``loss`` and
+``score`` only. Fitting it is the trainer's job:
+:class:`ccrec.train.loop.Trainable` pairs the model with its
+:class:`TrainConfig` and is the ``fit``/``score`` recommender the harness
+calls, so a sequence baseline (SASRec, …) plugs in by writing ``forward``,
+``loss`` and ``score``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
@@ -19,8 +25,39 @@ from torch import Tensor, nn
 from ccrec.batch import CategoryBatch
 
 if TYPE_CHECKING:
-    from ccrec.train.data import UserTable
-    from ccrec.train.loop import FitResult, TrainConfig
+    from ccrec.data.tables import UserTable
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model (or cascade stage) is trained.
+
+    Args:
+        epochs: most epochs.
+        batch_size: examples per batch.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        patience: stop after this many epochs without validation improvement.
+        min_delta: smallest change that counts as an improvement.
+        monitor: validation quantity for early stopping (``loss`` is minimised,
+            anything else, e.g. ``HR@1``, maximised).
+        grad_clip: clip the gradient norm to this (0 = off).
+        seed: seeds torch, numpy, random and the loader's shuffling.
+        num_workers: DataLoader worker processes.
+        progress: show progress bars.
+    """
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    min_delta: float = 1e-4
+    monitor: str = "loss"
+    grad_clip: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
 
 
 @runtime_checkable
@@ -37,21 +74,14 @@ class CategoryRecommender(Protocol):
 
 
 class NeuralRecommender(nn.Module, ABC):
-    """A torch recommender trained by :func:`ccrec.train.loop.fit` on users.
+    """A torch recommender: a loss to train on and scores of every category.
 
     Subclasses implement :meth:`loss` (a scalar for one batch) and
-    :meth:`score`. :meth:`fit` builds seeded loaders and early-stops on the
-    validation loss.
-
-    Args:
-        train_config: batch size, learning rate, epochs, patience, seed.
+    :meth:`score`, and :meth:`prepare` when they need state computed from the
+    training users before the first step.
     """
 
     name = "neural"
-
-    def __init__(self, train_config: TrainConfig | None = None) -> None:
-        super().__init__()
-        self.train_config = train_config
 
     @abstractmethod
     def loss(self, batch: CategoryBatch) -> Tensor:
@@ -61,7 +91,5 @@ class NeuralRecommender(nn.Module, ABC):
     def score(self, batch: CategoryBatch) -> Tensor:
         """[B, C+1] scores of every category."""
 
-    def fit(self, train: UserTable, valid: UserTable | None = None) -> FitResult:
-        from ccrec.train.loop import TrainConfig, fit_tables
-
-        return fit_tables(self, train, valid, self.train_config or TrainConfig())
+    def prepare(self, train: UserTable) -> None:
+        """Set data-dependent state from the training users; called once before training."""

@@ -1,16 +1,17 @@
-"""The cascade M1 → candidates r_t → VAE embeddings → M2, as one recommender."""
+"""The cascade M1 → candidates r_t → VAE embeddings → M2, as one recommender, and its config."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from ccrec.batch import CategoryBatch
-from ccrec.models.encoder import CategoryVAE
-from ccrec.models.sampler import MLESampler
-from ccrec.models.scorer import PrecisionScorer
+from ccrec.models.base import TrainConfig
+from ccrec.models.encoder import CategoryVAE, EncoderConfig
+from ccrec.models.sampler import MLESampler, SamplerConfig
+from ccrec.models.scorer import PrecisionScorer, ScorerConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,29 @@ class CandidateConfig:
 
     size: int = 10
     include_past: bool = True
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Everything that defines one trained cascade.
+
+    Args:
+        max_past: k, past category interactions per user (≤ the prepared k).
+        seed: base seed of every stage.
+        sampler, encoder, scorer: the stages' hyperparameters.
+        candidates: |r_t| and the past-categories switch.
+        train_sampler, train_encoder, train_scorer: how each stage trains.
+    """
+
+    max_past: int = 10
+    seed: int = 0
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    train_sampler: TrainConfig = field(default_factory=TrainConfig)
+    train_encoder: TrainConfig = field(default_factory=TrainConfig)
+    train_scorer: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="HR@1"))
 
 
 def candidates_from_m1(

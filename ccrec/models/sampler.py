@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ccrec.batch import CategoryBatch
 from ccrec.losses import mle_loss
 from ccrec.models.base import NeuralRecommender
+from ccrec.models.layers import last_present, masked_mean
 
 #: The log-probability given to the padding category 0 (never a target).
 PAD_LOGIT = -1e4
@@ -65,18 +66,6 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.pe[: x.shape[1]]
 
 
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of x [B, k, d] over the positions where mask [B, k] is True → [B, d]."""
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-
-def last_present(x: Tensor, mask: Tensor) -> Tensor:
-    """x [B, k, d] at each row's last True position of mask [B, k] → [B, d]."""
-    last = (mask.sum(1) - 1).clamp(min=0)  # [B]
-    return x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[2])).squeeze(1)
-
-
 class MLESampler(NeuralRecommender):
     """M1: embedding + sinusoidal PE → Transformer encoder → 2 FC → LogSoftmax.
 
@@ -90,14 +79,12 @@ class MLESampler(NeuralRecommender):
         num_categories: |C| (the output has C+1 columns; column 0 is padding).
         max_len: k, the longest past sequence.
         config: :class:`SamplerConfig`.
-        train_config: how :meth:`fit` trains it.
     """
 
     name = "MLE"
 
-    def __init__(self, num_categories: int, max_len: int, config: SamplerConfig,
-                 train_config=None) -> None:
-        super().__init__(train_config)
+    def __init__(self, num_categories: int, max_len: int, config: SamplerConfig) -> None:
+        super().__init__()
         self.num_categories, self.max_len, self.config = num_categories, max_len, config
         d = config.d_model
         self.embedding = nn.Embedding(num_categories + 1, d, padding_idx=0)

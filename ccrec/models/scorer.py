@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ccrec.batch import CandidateBatch
 from ccrec.losses import PrecisionMode, PrecisionWeighting, scorer_loss
-from ccrec.models.sampler import last_present, masked_mean
+from ccrec.models.layers import last_present, masked_mean
 
 
 @dataclass(frozen=True)

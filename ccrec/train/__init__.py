@@ -1,1 +1,1 @@
-"""Training: tensorised tables and loaders, the per-epoch loop, the cascade driver."""
+"""Training: the per-epoch loop, the local cascade driver and its Ray Train twin."""

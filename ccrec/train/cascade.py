@@ -15,46 +15,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ccrec.data.prepared import PreparedData
+from ccrec.data.tables import CandidateTable, UserTable, make_loader
 from ccrec.metrics import ranking_metrics
-from ccrec.models.cascade import CandidateConfig, CCRec, candidates_from_m1
-from ccrec.models.encoder import CategoryVAE, EncoderConfig
-from ccrec.models.sampler import MLESampler, SamplerConfig
+from ccrec.models.base import TrainConfig
+from ccrec.models.cascade import CandidateConfig, CascadeConfig, CCRec, candidates_from_m1
+from ccrec.models.encoder import CategoryVAE
+from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer, ScorerConfig
-from ccrec.train.data import CandidateTable, UserTable, make_loader
-from ccrec.train.loop import FitResult, TrainConfig, TrainStep, evaluate_epoch, fit, fit_tables
+from ccrec.train.loop import FitResult, TrainStep, evaluate_epoch, fit, fit_tables
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "warm_test", "cold_test")
-
-
-@dataclass(frozen=True)
-class CascadeConfig:
-    """Everything that defines one trained cascade.
-
-    Args:
-        max_past: k, past category interactions per user (≤ the prepared k).
-        seed: base seed of every stage.
-        sampler, encoder, scorer: the stages' hyperparameters.
-        candidates: |r_t| and the past-categories switch.
-        train_sampler, train_encoder, train_scorer: how each stage trains.
-    """
-
-    max_past: int = 10
-    seed: int = 0
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    candidates: CandidateConfig = field(default_factory=CandidateConfig)
-    train_sampler: TrainConfig = field(default_factory=TrainConfig)
-    train_encoder: TrainConfig = field(default_factory=TrainConfig)
-    train_scorer: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="HR@1"))
 
 
 def build_tables(prepared: PreparedData, config: CascadeConfig) -> dict[str, UserTable]:

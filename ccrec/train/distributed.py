@@ -8,7 +8,7 @@ and :mod:`ccrec.train.cascade` unchanged:
 1. **M1** — :func:`run_stage` launches a TorchTrainer whose workers read their
    shard of the training users from the prepared ``examples.parquet`` (Ray
    Data, ``streaming_split``; nothing is collected in the driver), build a
-   :class:`~ccrec.train.data.UserTable` and call
+   :class:`~ccrec.data.tables.UserTable` and call
    :func:`~ccrec.train.loop.train_epoch` on a DDP-wrapped
    :class:`~ccrec.train.loop.TrainStep` (``prepare_model``).
 2. **VAE** — the same, on the shard's past category interactions.
@@ -59,15 +59,15 @@ from torch import nn
 
 from ccrec.data.fetch import cache_dir
 from ccrec.data.prepared import resolve
+from ccrec.data.tables import CandidateTable, UserTable, make_loader
 from ccrec.metrics import ranking_metrics
-from ccrec.models.cascade import CCRec, candidates_from_m1
+from ccrec.models.base import TrainConfig
+from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
-from ccrec.train.cascade import CascadeConfig, scorer_validation
-from ccrec.train.data import CandidateTable, UserTable, make_loader
+from ccrec.train.cascade import scorer_validation
 from ccrec.train.loop import (
-    TrainConfig,
     TrainStep,
     evaluate_epoch,
     make_optimizer,

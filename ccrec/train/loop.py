@@ -6,6 +6,9 @@
 * :func:`evaluate_epoch` is its no-gradient twin.
 * :func:`fit` is the local driver: seeding, epochs, early stopping on a
   validation loader, best-weights restore.
+* :class:`Trainable` pairs a :class:`~ccrec.models.base.NeuralRecommender`
+  with its :class:`~ccrec.models.base.TrainConfig`: the ``fit``/``score``
+  recommender the evaluation harness calls.
 
 A model plugs in through :class:`TrainStep`: ``TrainStep(model)(batch)`` is
 ``model.loss(batch)`` called through ``nn.Module.__call__``, so wrapping the
@@ -28,39 +31,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ccrec.batch import CategoryBatch
+from ccrec.data.tables import Table, UserTable, make_loader
+from ccrec.models.base import NeuralRecommender, TrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How one stage is trained.
-
-    Args:
-        epochs: most epochs.
-        batch_size: examples per batch.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        patience: stop after this many epochs without validation improvement.
-        min_delta: smallest change that counts as an improvement.
-        monitor: validation quantity for early stopping (``loss`` is minimised,
-            anything else, e.g. ``HR@1``, maximised).
-        grad_clip: clip the gradient norm to this (0 = off).
-        seed: seeds torch, numpy, random and the loader's shuffling.
-        num_workers: DataLoader worker processes.
-        progress: show progress bars.
-    """
-
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 3
-    min_delta: float = 1e-4
-    monitor: str = "loss"
-    grad_clip: float = 0.0
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
 
 
 class TrainStep(nn.Module):
@@ -226,13 +201,45 @@ def fit(
     return result
 
 
-def fit_tables(model: nn.Module, train: Any, valid: Any | None, config: TrainConfig,
+def fit_tables(model: nn.Module, train: Table, valid: Table | None, config: TrainConfig,
                *, validate: Callable[[nn.Module], dict[str, float]] | None = None,
                desc: str = "") -> FitResult:
-    """:func:`fit` on tables (see :mod:`ccrec.train.data`): builds the seeded loaders."""
-    from ccrec.train.data import make_loader
-
+    """:func:`fit` on tables (see :mod:`ccrec.data.tables`): builds the seeded loaders."""
     train_loader = make_loader(train, config.batch_size, shuffle=True, seed=config.seed,
                                num_workers=config.num_workers)
     valid_loader = (make_loader(valid, 1024, shuffle=False) if valid is not None else None)
     return fit(model, train_loader, valid_loader, config, validate=validate, desc=desc)
+
+
+class Trainable:
+    """A :class:`NeuralRecommender` with the settings it is trained with.
+
+    The ``fit``/``score`` recommender (:class:`~ccrec.models.base.CategoryRecommender`)
+    that the evaluation harness calls: ``fit`` seeds, lets the model
+    :meth:`~ccrec.models.base.NeuralRecommender.prepare` on the training
+    users, then trains it with :func:`fit_tables`, early-stopping on ``valid``.
+
+    Args:
+        model: the recommender to train.
+        config: how it is trained (default :class:`TrainConfig`).
+    """
+
+    def __init__(self, model: NeuralRecommender, config: TrainConfig | None = None) -> None:
+        self.model = model
+        self.config = config or TrainConfig()
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def fit(self, train: UserTable, valid: UserTable | None = None) -> FitResult:
+        seed_everything(self.config.seed)
+        self.model.prepare(train)
+        return fit_tables(self.model, train, valid, self.config, desc=self.name)
+
+    def score(self, batch: CategoryBatch) -> torch.Tensor:
+        return self.model.score(batch)
+
+    def eval(self) -> Trainable:
+        self.model.eval()
+        return self

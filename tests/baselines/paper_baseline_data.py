@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
+from ccrec.data.tables import UserTable
 from ccrec.metrics import ranking_metrics
-from ccrec.train.data import UserTable
 
 NUM_CATEGORIES = 12
 CARDINALITIES = [4, 5]  # f_t columns, index 0 = unknown

@@ -15,7 +15,7 @@ from ccrec.config import load
 from ccrec.data.prepared import load_prepared
 from ccrec.data.synthetic import write_synthetic
 from ccrec.evaluate import ROWS, run_evaluation
-from ccrec.train.cascade import CascadeConfig
+from ccrec.models.cascade import CascadeConfig
 
 DEBUG = Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml"
 

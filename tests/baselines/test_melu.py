@@ -17,7 +17,8 @@ from paper_baseline_data import (
 
 from ccrec.baselines.melu import MeLU, MeLUConfig
 from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
-from ccrec.train.loop import TrainConfig
+from ccrec.models.base import TrainConfig
+from ccrec.train.loop import Trainable
 
 SMALL = MeLUConfig(embedding_dim=16, hidden=32)
 
@@ -26,8 +27,8 @@ def _fit(epochs: int, n: int, seed: int = 0, config: MeLUConfig = SMALL):
     train, test = make_table(n, "repeat", 0), make_table(150, "repeat", 2)
     torch.manual_seed(seed)
     tc = TrainConfig(epochs=epochs, batch_size=64, lr=1e-2, seed=seed, progress=False)
-    model = MeLU(NUM_CATEGORIES, CARDINALITIES, config, tc)
-    model.fit(train)
+    model = MeLU(NUM_CATEGORIES, CARDINALITIES, config)
+    Trainable(model, tc).fit(train)
     return model, test
 
 
@@ -63,4 +64,4 @@ def test_melu_is_deterministic_with_a_seed():
 
 def test_registry_builds_melu():
     spec = DataSpec(NUM_CATEGORIES, 4, PROFILE_DIM, tuple(CARDINALITIES))
-    assert isinstance(PAPER_BASELINES["MeLU"](spec, None), MeLU)
+    assert isinstance(PAPER_BASELINES["MeLU"](spec, None).model, MeLU)

@@ -18,10 +18,10 @@ from ccrec.baselines.mamba4rec import Mamba4Rec, Mamba4RecConfig
 from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
 from ccrec.baselines.sasrec import SASRec, SASRecConfig
 from ccrec.baselines.sequential import right_align
+from ccrec.data.tables import UserTable
 from ccrec.metrics import ranking_metrics
-from ccrec.models.base import CategoryRecommender
-from ccrec.train.data import UserTable
-from ccrec.train.loop import TrainConfig
+from ccrec.models.base import CategoryRecommender, TrainConfig
+from ccrec.train.loop import Trainable
 
 C, K, PROFILE_DIM = 12, 8, 16
 TRAIN = TrainConfig(epochs=6, batch_size=64, lr=1e-2, progress=False, seed=0)
@@ -44,16 +44,16 @@ def pattern_table(users: int, seed: int) -> UserTable:
     return UserTable(pd.DataFrame(rows), C, K, PROFILE_DIM)
 
 
-def tiny(name: str, train: TrainConfig = TRAIN):
+def tiny(name: str):
     """A tiny seeded model of each baseline (the seed fixes its initial weights)."""
     torch.manual_seed(0)
     if name == "SASRec":
-        return SASRec(C, K, SASRecConfig(d_model=32, n_layers=1, dropout=0.1), train)
+        return SASRec(C, K, SASRecConfig(d_model=32, n_layers=1, dropout=0.1))
     if name == "FMLPRec":
-        return FMLPRec(C, K, FMLPRecConfig(d_model=32, n_layers=1, dropout=0.1), train)
+        return FMLPRec(C, K, FMLPRecConfig(d_model=32, n_layers=1, dropout=0.1))
     if name == "Mamba4Rec":
-        return Mamba4Rec(C, K, Mamba4RecConfig(d_model=32, d_state=8, dropout=0.1), train)
-    return CLRec(C, K, CLRecConfig(d_model=32, n_layers=1, dropout=0.1, queue_size=128), train)
+        return Mamba4Rec(C, K, Mamba4RecConfig(d_model=32, d_state=8, dropout=0.1))
+    return CLRec(C, K, CLRecConfig(d_model=32, n_layers=1, dropout=0.1, queue_size=128))
 
 
 NAMES = ["SASRec", "FMLPRec", "Mamba4Rec", "CLRec"]
@@ -77,7 +77,7 @@ def tables() -> dict[str, UserTable]:
 def fitted(tables):
     models = {}
     for name in NAMES:
-        model = tiny(name)
+        model = Trainable(tiny(name), TRAIN)
         model.fit(tables["train"])
         models[name] = model
     return models
@@ -120,7 +120,7 @@ def test_same_seed_same_scores(name, tables):
     short = TrainConfig(epochs=2, batch_size=32, progress=False, seed=3)
     scores = []
     for _ in range(2):
-        model = tiny(name, short)
+        model = Trainable(tiny(name), short)
         model.fit(pattern_table(128, seed=1))
         scores.append(model.score(tables["test"].batch(np.arange(64))))
     assert torch.equal(scores[0], scores[1])

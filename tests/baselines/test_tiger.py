@@ -16,7 +16,8 @@ from paper_baseline_data import (
 
 from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
 from ccrec.baselines.tiger import TIGER, UNREACHED_SCORE, TIGERConfig, deduplicate
-from ccrec.train.loop import TrainConfig
+from ccrec.models.base import TrainConfig
+from ccrec.train.loop import Trainable
 
 MAX_PAST = 4
 SMALL = TIGERConfig(d_model=32, ff_dim=64, n_layers=1, codebook_size=4, rq_steps=50,
@@ -27,8 +28,8 @@ def _fit(epochs: int, n: int, seed: int = 0):
     train, test = make_table(n, "past", 0), make_table(150, "past", 2)
     torch.manual_seed(seed)
     tc = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
-    model = TIGER(NUM_CATEGORIES, MAX_PAST, SMALL, tc)
-    model.fit(train)
+    model = TIGER(NUM_CATEGORIES, MAX_PAST, SMALL)
+    Trainable(model, tc).fit(train)
     return model, test
 
 
@@ -61,4 +62,4 @@ def test_tiger_is_deterministic_with_a_seed():
 
 def test_registry_builds_tiger():
     spec = DataSpec(NUM_CATEGORIES, MAX_PAST, PROFILE_DIM, ())
-    assert isinstance(PAPER_BASELINES["TIGER"](spec, None), TIGER)
+    assert isinstance(PAPER_BASELINES["TIGER"](spec, None).model, TIGER)

@@ -17,8 +17,8 @@ from paper_baseline_data import (
 
 from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
 from ccrec.baselines.vaerec import VAERec, VAERecConfig, vaerec_plus
-from ccrec.models.base import CategoryRecommender
-from ccrec.train.loop import TrainConfig
+from ccrec.models.base import CategoryRecommender, TrainConfig
+from ccrec.train.loop import Trainable
 
 SMALL = VAERecConfig(hidden=64, latent=16, anneal_steps=100)
 
@@ -28,8 +28,8 @@ def _fit(plus: bool, rule: str, epochs: int = 15, n: int = 400, seed: int = 0):
     torch.manual_seed(seed)
     tc = TrainConfig(epochs=epochs, batch_size=64, lr=1e-2, seed=seed, progress=False)
     build = vaerec_plus if plus else VAERec
-    model = build(NUM_CATEGORIES, CARDINALITIES, PROFILE_DIM, SMALL, tc)
-    model.fit(train)
+    model = build(NUM_CATEGORIES, CARDINALITIES, PROFILE_DIM, SMALL)
+    Trainable(model, tc).fit(train)
     return model, test
 
 
@@ -37,7 +37,6 @@ def test_vaerec_learns_past_to_future_and_never_ranks_padding():
     model, test = _fit(plus=False, rule="past")
     scores = scores_of(model, test)
     check_scores(scores, len(test))
-    assert isinstance(model, CategoryRecommender)
     assert hit_metrics(scores, test)["HR@1"] > random_hit_metrics(test)["HR@1"] + 0.4
 
 
@@ -60,6 +59,8 @@ def test_vaerec_is_deterministic_with_a_seed():
 def test_registry_builds_both_variants():
     spec = DataSpec(NUM_CATEGORIES, 4, PROFILE_DIM, tuple(CARDINALITIES))
     plain, plus = PAPER_BASELINES["VAERec"](spec, None), PAPER_BASELINES["VAERec+"](spec, None)
+    assert isinstance(plain, CategoryRecommender) and isinstance(plus, CategoryRecommender)
+    plain, plus = plain.model, plus.model
     assert not plain.config.use_user_features and plus.config.use_user_features
     # only the condition differs: VAERec+'s decoder also reads the one-hot f_t
     assert plus.decoder[0].in_features == plain.decoder[0].in_features + sum(CARDINALITIES)

@@ -164,7 +164,7 @@ def test_services_are_wired() -> None:
     assert not any("zookeeper" in k.lower() for k in kafka)
     stream = services["stream"]
     assert stream["command"][:3] == ["ccrec", "stream", "run"]
-    assert "redis" == stream["command"][stream["command"].index("--online") + 1]
+    assert "production" == stream["command"][stream["command"].index("--feast-env") + 1]
     env = stream["environment"]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["CCREC_REDIS_URL"].split(":")[0] == "redis"

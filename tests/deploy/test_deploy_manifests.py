@@ -222,7 +222,7 @@ def test_stream_worker_scales_on_the_interactions_lag() -> None:
     (trigger,) = scaled.body["spec"]["triggers"]
     # KEDA must watch the lag of the group the worker really consumes in.
     assert trigger["metadata"]["consumerGroup"] == command[command.index("--group-id") + 1]
-    assert command[command.index("--online") + 1] == "redis"
+    assert command[command.index("--feast-env") + 1] == "production"
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["topic"] == TOPIC
     assert trigger["metadata"]["bootstrapServers"] == bootstrap

@@ -6,9 +6,10 @@ is loaded with Feast's own loader, with its ${VAR}s pointing at the PostgreSQL
 development machine and in CI. The test applies an entity + feature view + push
 source, pushes a row and reads it back online.
 
-Two sets of definitions go through it: a minimal self-contained one (always),
-and the real ones of features/definitions.py (the objects features/store.py
-applies), pushing a user profile and reading it back.
+Two sets of definitions go through it: a minimal self-contained one with
+Feast's own API, and the real ones of features/definitions.py through the
+runtime (features.store with the "production" environment): registered in
+PostgreSQL, a user profile pushed to Redis with the key TTL and read back.
 
 Isolation: the registry tables go into a fresh PostgreSQL schema (selected with
 ``search_path`` in the URL) that is dropped afterwards; the Feast project name is
@@ -162,39 +163,39 @@ def test_sql_registry_and_redis_online_store(production_env, tmp_path: Path) -> 
     client.close()
 
 
-def test_real_feature_definitions_on_the_production_stores(production_env, tmp_path) -> None:
-    """features/definitions.py applied with deploy/feast/feature_store.yaml."""
-    from feast import FeatureStore
-    from feast.data_source import PushMode
-    from feast.repo_config import load_repo_config
+def test_the_runtime_reads_the_production_environment(production_env, tmp_path) -> None:
+    """features.store on the production yaml: the definitions go to the SQL registry, rows to
+    Redis with the key TTL, and a second store (another process) reads them back."""
+    from feast.data_source import DataSource
 
-    try:
-        from features import definitions as d
-        from features.store import OBJECTS
-    except ImportError as e:  # features/ is written by another engineer
-        pytest.skip(f"features/ definitions not importable: {e}")
+    from features import definitions as d
+    from features.store import OBJECTS, open_store, push_rows, read_user_features
 
     project, schema = production_env
-    store = FeatureStore(config=load_repo_config(tmp_path, FEAST_YAML))
-    store.apply(list(OBJECTS))
-    fresh = FeatureStore(config=load_repo_config(tmp_path, FEAST_YAML))
-    assert {fv.name for fv in fresh.list_feature_views()} >= {
-        d.user_category_sequence.name, d.user_profile.name, d.category_popularity.name
-    }
-    assert fresh.get_feature_service(d.ccrec_v1.name).name == d.ccrec_v1.name
+    store = open_store(tmp_path, "production")
+    assert store.config.project == project
+    with psycopg.connect(PG_DSN) as conn:
+        registered = {r[0] for r in conn.execute(
+            f'SELECT feature_view_name FROM "{schema}".feature_views WHERE project_id = %s',
+            (project,))}
+    assert registered == {d.user_category_sequence.name, d.user_profile.name,
+                          d.category_popularity.name}
+    reader = open_store(tmp_path, "production", apply=False)
+    assert {o.name for o in reader.list_data_sources()} == {
+        o.name for o in OBJECTS if isinstance(o, DataSource)}
 
     now = datetime.now(UTC).replace(microsecond=0)
-    store.push(
-        d.user_profile_push.name,
-        pd.DataFrame({
-            d.USER_ID: ["u42"], d.USER_FEATURES: [[3, 1, 4]],
-            d.EVENT_TIMESTAMP: [now], d.CREATED: [now],
-        }),
-        to=PushMode.ONLINE,
-    )
-    got = fresh.get_online_features(
-        features=[f"{d.user_profile.name}:{d.USER_FEATURES}"],
-        entity_rows=[{d.USER_ID: "u42"}],
-    ).to_dict()
-    assert got[d.USER_FEATURES] == [[3, 1, 4]]
+    push_rows(store, d.user_profile_push.name, pd.DataFrame({
+        d.USER_ID: ["u42"], d.USER_FEATURES: [[3, 1, 4]],
+        d.EVENT_TIMESTAMP: [now], d.CREATED: [now],
+    }))
+    assert read_user_features(reader, ["u42"])["u42"][d.USER_FEATURES] == [3, 1, 4]
+    assert read_user_features(reader, ["u43"])["u43"][d.USER_FEATURES] == []
+
+    client = redis.Redis(REDIS_HOST, REDIS_PORT)
+    keys = list(client.scan_iter(match=b"*" + project.encode()))
+    assert len(keys) == 1  # one user's row
+    ttl = client.ttl(keys[0])
+    assert 30 * 86_400 - 60 <= ttl <= 30 * 86_400
+    client.close()
     store.teardown()

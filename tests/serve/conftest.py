@@ -34,11 +34,10 @@ def save_untrained_bundle(prepared, root: Path, version: str, seed: int) -> Path
 
     from ccrec.bundle import save_bundle
     from ccrec.config import load
-    from ccrec.models.cascade import CCRec
+    from ccrec.models.cascade import CascadeConfig, CCRec
     from ccrec.models.encoder import CategoryVAE
     from ccrec.models.sampler import MLESampler
     from ccrec.models.scorer import PrecisionScorer
-    from ccrec.train.cascade import CascadeConfig
 
     config = load(CascadeConfig, DEBUG_CONFIG, [])
     num_categories = prepared.num_categories

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 from ccrec.data.sequences import SequenceSpec, past_sequences
-from features import definitions as d
 from features.store import SEQUENCE_FEATURES, open_store, read_state, sequence_columns
 from streaming.broker import EmbeddedBroker, KafkaSettings
+from streaming.config import WorkerConfig
 from streaming.events import ensure_topics
-from streaming.worker import WorkerConfig
 
 NUM_ITEMS, NUM_CATEGORIES = 40, 6
 SPEC = SequenceSpec(max_past=4)
@@ -181,5 +180,3 @@ def wait_committed(broker: KafkaSettings, topics: dict, total: int, timeout: flo
 def worker_config(topics: dict, **overrides) -> WorkerConfig:
     return WorkerConfig(**{**FAST_GROUP, **topics, **overrides})
 
-
-__all__ = ["d"]

@@ -16,10 +16,12 @@ from ccrec.bundle import Bundle, BundleError, save_bundle
 from ccrec.config import load
 from ccrec.data.prepared import load_prepared
 from ccrec.data.synthetic import write_synthetic
+from ccrec.data.tables import make_loader
 from ccrec.evaluate import evaluate_recommender
-from ccrec.train.cascade import CascadeConfig, build_tables, train_cascade
-from ccrec.train.data import make_loader
-from ccrec.train.loop import TrainConfig, TrainStep, train_epoch
+from ccrec.models.base import TrainConfig
+from ccrec.models.cascade import CascadeConfig
+from ccrec.train.cascade import build_tables, train_cascade
+from ccrec.train.loop import TrainStep, train_epoch
 
 DEBUG = Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml"
 

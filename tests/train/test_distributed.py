@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ccrec.models.base import TrainConfig
+from ccrec.models.cascade import CascadeConfig
 from ccrec.models.sampler import SamplerConfig
-from ccrec.train.cascade import CascadeConfig
-from ccrec.train.loop import TrainConfig
 
 #: |ΔHR@1| allowed between 1 and 2 workers on the 80 validation users of the
 #: fixture: the global batch is the same, only the shards' shuffling differs.

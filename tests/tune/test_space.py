@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccrec.train.cascade import CascadeConfig
+from ccrec.models.cascade import CascadeConfig
 from tune.space import apply_params, search_space, split_space
 
 

@@ -11,12 +11,11 @@ import json
 import pandas as pd
 import pytest
 
-from ccrec.models.cascade import CandidateConfig
+from ccrec.models.base import TrainConfig
+from ccrec.models.cascade import CandidateConfig, CascadeConfig
 from ccrec.models.encoder import EncoderConfig
 from ccrec.models.sampler import SamplerConfig
 from ccrec.models.scorer import ScorerConfig
-from ccrec.train.cascade import CascadeConfig
-from ccrec.train.loop import TrainConfig
 
 pytestmark = pytest.mark.slow
 

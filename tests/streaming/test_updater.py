@@ -1,4 +1,4 @@
-"""The worker's logic without Kafka: validation, idempotency, batch/stream equality."""
+"""The updater without Kafka: validation, idempotency, batch/stream equality."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 from stream_helpers import SPEC, T0, batch_features, make_events, online_features, worker_config
 
-from ccrec.schema import parse_event
 from features.store import open_store, push_rows
 from streaming.events import Vocabulary, encode
-from streaming.worker import SEQUENCE_PUSH, FeatureUpdater, fast_parse
+from streaming.updater import SEQUENCE_PUSH, CodedEvent, FeatureUpdater, Rejected
 
 
 def records(events: list[dict], start: int = 0, partition: int = 0) -> list[SimpleNamespace]:
     return [SimpleNamespace(topic="t", partition=partition, offset=start + k, value=encode(e),
                             timestamp=time.time() * 1000) for k, e in enumerate(events)]
+
+
+def raw(value: bytes, offset: int = 0, partition: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(topic="t", partition=partition, offset=offset, value=value, timestamp=0)
 
 
 @pytest.fixture
@@ -36,16 +39,19 @@ def apply(updater: FeatureUpdater, recs) -> object:
     return result
 
 
-def test_fast_parse_agrees_with_the_schema() -> None:
-    for event in make_events(50, 5):
-        full = parse_event(encode(event))
-        assert fast_parse(encode(event)) == (
-            full.user_id, full.item_id, full.category_id, full.epoch_seconds, full.dedup_id)
-    odd = [b"{", b"[]", b'{"user_id": 1}', json.dumps({**make_events(1, 1)[0], "x": 1}).encode(),
-           json.dumps({**make_events(1, 1)[0], "timestamp": "2024-01-01"}).encode(),
-           json.dumps({**make_events(1, 1)[0], "user_id": ""}).encode()]
-    for value in odd:
-        assert fast_parse(value) is None
+def test_a_valid_message_becomes_a_coded_event(updater) -> None:
+    """The vocabulary codes (item i7 → 7, category c2 → 2), epoch seconds, the Kafka position."""
+    message = {"user_id": "u1", "item_id": "i7", "category_id": "c2",
+               "timestamp": "2024-01-01T01:00:00+01:00", "event_id": "e-1"}
+    got = updater.validate(raw(json.dumps(message).encode(), offset=9, partition=3), time.time())
+    assert got == CodedEvent("u1", 7, 2, T0, "e-1", 3, 9)
+    # Without an event id, the schema's content id; a naive time is UTC; epoch seconds pass.
+    message = {"user_id": "u1", "item_id": "i7", "category_id": "c2",
+               "timestamp": "2024-01-01T00:00:10"}
+    got = updater.validate(raw(json.dumps(message).encode()), time.time())
+    assert (got.timestamp, got.event_id) == (T0 + 10, f"u1|i7|c2|{T0 + 10}")
+    got = updater.validate(raw(json.dumps({**message, "timestamp": T0 + 20}).encode()), time.time())
+    assert got.timestamp == T0 + 20
 
 
 def test_stream_equals_batch_in_any_batching(updater) -> None:
@@ -70,6 +76,15 @@ def test_replayed_offsets_and_event_ids_apply_once(updater) -> None:
     assert (moved.applied, moved.duplicates) == (0, 10)
     want = batch_features(events, SPEC)
     assert online_features(updater.store, list(want)) == want
+
+
+def test_the_state_records_the_last_position_and_ids(updater) -> None:
+    events = [dict(e, user_id="solo") for e in make_events(5, 1, seed=4)]
+    result = apply(updater, records(events, start=40, partition=2))
+    state = result.states["solo"]
+    assert (state.partition, state.offset) == (2, 44)
+    assert state.event_ids == [e["event_id"] for e in events]
+    assert len(state.items) == 5 and list(result.rows["user_id"]) == ["solo"]
 
 
 def test_out_of_order_is_applied_too_old_and_future_are_rejected(updater) -> None:
@@ -97,19 +112,20 @@ def test_rejects_name_the_reason(updater) -> None:
         json.dumps({**good, "category_id": "nope"}).encode(),
         b'{"user_id": "' + b"x" * (10 * 2**20) + b'"}',
     ]
-    recs = [SimpleNamespace(topic="t", partition=0, offset=k, value=v, timestamp=0)
-            for k, v in enumerate(bad)]
-    result = updater.process(recs)
+    result = updater.process([raw(v, offset=k) for k, v in enumerate(bad)])
     assert [r.reason for r in result.rejected] == [
         "malformed", "malformed", "malformed", "unknown item", "unknown category",
         "oversized payload"]
     assert "item_id" in result.rejected[1].detail and "user_id" in result.rejected[2].detail
+    assert [r.offset for r in result.rejected] == list(range(6))
     payload = json.loads(result.rejected[5].payload())
     assert payload["size"] == len(bad[5]) and payload["truncated"]
 
 
-def test_cli_defaults_are_the_worker_defaults() -> None:
-    from streaming.cli import DEFAULTS
-    from streaming.worker import WorkerConfig
-
-    assert {k: getattr(WorkerConfig, k) for k in DEFAULTS} == DEFAULTS
+def test_dlq_payload_is_the_reject_with_its_source() -> None:
+    rejected = Rejected("unknown item", "i999", "events", 3, 17, b'{"item_id": "i999"}')
+    assert json.loads(rejected.payload()) == {
+        "reason": "unknown item", "detail": "i999",
+        "source": {"topic": "events", "partition": 3, "offset": 17},
+        "size": 19, "payload": '{"item_id": "i999"}', "truncated": False}
+    assert json.loads(rejected.payload(limit=4))["payload"] == '{"it'

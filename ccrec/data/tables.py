@@ -9,73 +9,24 @@ DDP's ``DistributedSampler``) can drive it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ccrec.batch import CandidateBatch, CategoryBatch, InteractionBatch, item_buckets
+from ccrec.batch import (
+    CandidateBatch,
+    CategoryBatch,
+    InteractionBatch,
+    ItemProfiles,
+    pad_sequences,
+)
 
 
 class Table(Protocol):
     def __len__(self) -> int: ...
     def batch(self, rows: np.ndarray) -> Any: ...
-
-
-class _Profiles:
-    """Item profiles of many category interactions in CSR form.
-
-    ``ptr[g]:ends[g]`` are the (bucket, weight) entries of group g; each group
-    holds one or more interactions, told apart by ``slot``.
-    """
-
-    def __init__(self, groups: Sequence[Sequence[np.ndarray]], profile_dim: int) -> None:
-        self.profile_dim = profile_dim
-        buckets, weights, slots, counts = [], [], [], []
-        for group in groups:
-            n = 0
-            for slot, items in enumerate(group):
-                items = np.asarray(items, dtype=np.int64)
-                if len(items) == 0:
-                    continue
-                buckets.append(item_buckets(items, profile_dim))
-                weights.append(np.full(len(items), 1.0 / len(items), dtype=np.float32))
-                slots.append(np.full(len(items), slot, dtype=np.int64))
-                n += len(items)
-            counts.append(n)
-        cat = np.concatenate
-        self.buckets = cat(buckets) if buckets else np.zeros(0, np.int64)
-        self.weights = cat(weights) if weights else np.zeros(0, np.float32)
-        self.slots = cat(slots) if slots else np.zeros(0, np.int64)
-        self.ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.ends = self.ptr[1:]
-
-    def dense(self, groups: np.ndarray, slots_per_group: int) -> torch.Tensor:
-        """[len(groups), slots_per_group, P] float profiles of the given groups."""
-        starts, ends = self.ptr[groups], self.ends[groups]
-        lengths = ends - starts
-        total = int(lengths.sum())
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        idx = offsets + np.arange(total)
-        local = np.repeat(np.arange(len(groups)), lengths)
-        out = torch.zeros(len(groups) * slots_per_group, self.profile_dim)
-        flat = torch.from_numpy(local * slots_per_group + self.slots[idx])
-        out.index_put_(
-            (flat, torch.from_numpy(self.buckets[idx])),
-            torch.from_numpy(self.weights[idx]),
-            accumulate=True,
-        )
-        return out.view(len(groups), slots_per_group, self.profile_dim)
-
-
-def _pad(sequences: Sequence[Sequence[int]], width: int) -> np.ndarray:
-    out = np.zeros((len(sequences), width), dtype=np.int64)
-    for i, seq in enumerate(sequences):
-        seq = np.asarray(seq, dtype=np.int64)[-width:]
-        out[i, : len(seq)] = seq
-    return out
 
 
 class UserTable:
@@ -94,9 +45,9 @@ class UserTable:
         self.num_categories = num_categories
         self.max_past = max_past
         self.users = frame["user"].to_numpy()
-        self.past_categories = _pad(list(frame["past_categories"]), max_past)
-        past_items = [list(items)[-max_past:] for items in frame["past_items"]]
-        self.profiles = _Profiles(past_items, profile_dim)
+        self.past_categories = pad_sequences(list(frame["past_categories"]), max_past)
+        self.profiles = ItemProfiles.from_item_lists(list(frame["past_items"]), max_past,
+                                                     profile_dim)
         self.user_features = np.stack(
             [np.asarray(f, dtype=np.int64) for f in frame["user_features"]]
         ) if len(frame) else np.zeros((0, 0), np.int64)
@@ -133,20 +84,7 @@ class InteractionTable:
 
     def __init__(self, users: UserTable, user_row: np.ndarray, slot: np.ndarray) -> None:
         self.users, self.user_row, self.slot = users, user_row, slot
-        p = users.profiles
-        # one CSR group per interaction: re-key the users' entries by (row, slot)
-        entry_row = np.repeat(np.arange(len(users)), np.diff(p.ptr))
-        key = entry_row * users.max_past + p.slots
-        order = np.argsort(key, kind="stable")
-        ci_key = user_row * users.max_past + slot
-        self.profiles = _Profiles([], p.profile_dim)
-        self.profiles.buckets, self.profiles.weights = p.buckets[order], p.weights[order]
-        self.profiles.slots = np.zeros(len(order), np.int64)
-        sorted_keys = key[order]
-        self.profiles.ptr = np.concatenate([
-            np.searchsorted(sorted_keys, ci_key, side="left"),
-            [len(order)]]).astype(np.int64)
-        self.profiles.ends = np.searchsorted(sorted_keys, ci_key, side="right").astype(np.int64)
+        self.profiles = users.profiles.interactions(user_row, slot)
 
     def __len__(self) -> int:
         return len(self.user_row)

@@ -1,0 +1,38 @@
+"""`ccrec stream run` builds its WorkerConfig from WorkerConfig's own defaults."""
+
+from __future__ import annotations
+
+import inspect
+
+from streaming.cli import run_cmd, worker_config
+from streaming.config import WorkerConfig
+
+
+def _config(*args: str) -> WorkerConfig:
+    params = run_cmd.make_context("run", ["--dataset", "d", *args]).params
+    return worker_config(**{name: params[name]
+                            for name in inspect.signature(worker_config).parameters})
+
+
+def test_no_options_give_the_worker_defaults() -> None:
+    assert _config() == WorkerConfig()
+
+
+def test_options_set_their_fields_and_keep_the_rest() -> None:
+    config = _config("--group-id", "g", "--topic", "t", "--dlq-topic", "t.dlq",
+                     "--batch-size", "7", "--session-timeout-ms", "6000", "--max-past", "4",
+                     "--max-poll-interval-ms", "9000")
+    assert (config.group_id, config.topic, config.dlq_topic, config.batch_size) == (
+        "g", "t", "t.dlq", 7)
+    assert (config.session_timeout_ms, config.heartbeat_interval_ms) == (6000, 2000)
+    assert config.max_poll_interval_ms == 9000
+    assert config.sequence.max_past == 4
+    assert config.sequence.window_days == WorkerConfig().sequence.window_days
+    assert config.future_tolerance_s == WorkerConfig().future_tolerance_s
+
+
+def test_feast_options_parse() -> None:
+    params = run_cmd.make_context("run", ["--dataset", "d", "--feast-env", "production",
+                                          "--root", "/data/feast"]).params
+    assert (params["feast_env"], str(params["root"]), params["project"]) == (
+        "production", "/data/feast", None)
