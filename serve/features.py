@@ -102,19 +102,20 @@ class MemoryFeatures:
 
 @dataclass(frozen=True)
 class FeastSettings:
-    """Where the Feast repository is.
+    """Which Feast store to read.
 
     Args:
+        environment: the Feast environment, i.e. its ``feature_store.yaml``
+            (:data:`features.environments.ENVIRONMENTS`: sqlite, redis, production).
         root: the store root (``features/`` by default).
-        online: ``sqlite`` or ``redis``.
-        redis_url: ``host:port`` for Redis (default ``$CCREC_REDIS_URL`` / 127.0.0.1:6379).
-        project: the Feast project.
+        project: replaces the environment's Feast project.
+        redis_url: replaces a Redis online store's connection string.
     """
 
+    environment: str = "sqlite"
     root: str | None = None
-    online: str = "sqlite"
+    project: str | None = None
     redis_url: str | None = None
-    project: str = "ccrec"
 
 
 class FeastFeatures:
@@ -129,8 +130,8 @@ class FeastFeatures:
 
         self._fs = fs
         root = Path(settings.root) if settings.root else fs.FEATURES_DIR
-        self.store = fs.open_store(root, settings.online, redis_url=settings.redis_url,  # type: ignore[arg-type]
-                                   project=settings.project, apply=False)
+        self.store = fs.open_store(root, settings.environment, project=settings.project,
+                                   redis_url=settings.redis_url, apply=False)
 
     def read_many(self, user_ids: list[str]) -> list[UserFeatures]:
         from features import definitions as d
@@ -157,9 +158,9 @@ class FeastFeatures:
 
 
 def reader_from_config(config: dict) -> FeatureReader:
-    """A reader from a small config: ``{"source": "feast", "root", "online", "redis_url",
-    "project"}`` or ``{"source": "prepared", "path"}`` (a prepared data set's users, in
-    memory: benchmarks, tests)."""
+    """A reader from a small config: ``{"source": "feast", "environment", "root",
+    "project", "redis_url"}`` (:class:`FeastSettings`), or ``{"source": "prepared",
+    "path"}`` (a prepared data set's users, in memory: benchmarks, tests)."""
     config = dict(config)
     source = config.pop("source", "feast")
     if source == "feast":

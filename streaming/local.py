@@ -30,13 +30,13 @@ class LocalLoop:
         prepared: the prepared data set (name or directory) whose vocabulary the
             worker validates against (the bundle's vocabulary).
         feast_root: the Feast store root (created and applied).
-        online: ``sqlite`` or ``redis``.
+        environment: the Feast environment (``sqlite`` or ``redis``).
         bootstrap_servers: an existing broker; None starts the embedded one.
     """
 
     prepared: str | Path
     feast_root: Path
-    online: str = "sqlite"
+    environment: str = "sqlite"
     bootstrap_servers: str | None = None
     project: str = field(default_factory=lambda: f"ccrec_{uuid.uuid4().hex[:8]}")
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -53,7 +53,7 @@ class LocalLoop:
                 self.bootstrap_servers = broker.bootstrap_servers
             self.settings = KafkaSettings.from_env(self.bootstrap_servers)
             ensure_topics(self.settings)
-            self.store = open_store(self.feast_root, self.online, project=self.project)  # type: ignore[arg-type]
+            self.store = open_store(self.feast_root, self.environment, project=self.project)
             config = WorkerConfig(
                 group_id=f"ccrec-features-{uuid.uuid4().hex[:6]}", max_poll_interval_ms=4000,
                 session_timeout_ms=4000, heartbeat_interval_ms=500, poll_timeout_ms=20,
@@ -72,8 +72,8 @@ class LocalLoop:
     @property
     def features(self) -> dict[str, Any]:
         """The Ingress's feature-source config for this store."""
-        return {"source": "feast", "root": str(self.feast_root), "online": self.online,
-                "project": self.project}
+        return {"source": "feast", "environment": self.environment,
+                "root": str(self.feast_root), "project": self.project}
 
 
 def _epoch(value: str | None) -> float:

@@ -69,6 +69,16 @@ def broker():
 
 
 @pytest.fixture(scope="session")
+def fuzz_config():
+    """Schemathesis settings: invalid data must get one of the API's 4xx answers (413 for
+    a body over the size limit, which the generator reaches with long lists)."""
+    from schemathesis.config import SchemathesisConfig
+
+    return SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+        "expected-statuses": ["400", "405", "413", "422"]}}})
+
+
+@pytest.fixture(scope="session")
 def serve_instance(ray_cluster) -> tuple[int, str]:
     """Serve's controller and HTTP port (a free one), started once per session."""
     from ray import serve

@@ -257,8 +257,8 @@ def test_cli_writes_the_openapi_docs(tmp_path):
 # --- schema-driven fuzz: every operation, valid and invalid data, no 5xx, responses
 # --- conform to the documented schema.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_fuzz_openapi_contract(app, mode):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+def test_fuzz_openapi_contract(app, fuzz_config, mode):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=fuzz_config)
 
     @given(case=schema.as_strategy(mode))
     @settings(max_examples=int(os.environ.get("CCREC_FUZZ_EXAMPLES", 30)), deadline=None,

@@ -101,11 +101,11 @@ def test_hot_reload_under_load_has_zero_failed_requests(graph, bundles):
     assert set(versions) <= {"untrained-1", "untrained-2"}
 
 
-def test_fuzz_through_serve_never_answers_5xx(graph):
+def test_fuzz_through_serve_never_answers_5xx(graph, fuzz_config):
     """A few schema-generated requests (valid and invalid) through the Serve graph."""
     _, url = graph
     wait_ready(url, timeout=120)
-    schema = schemathesis.openapi.from_url(url + "/openapi.json")
+    schema = schemathesis.openapi.from_url(url + "/openapi.json", config=fuzz_config)
     operation = schema["/v1/recommendations"]["POST"]
 
     @given(case=operation.as_strategy())
