@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +33,16 @@ DEMO_OVERRIDES = (
 TOP_K = 5
 STEPS = ("fetch + prepare", "train the cascade", "evaluate",
          "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
+
+
+def _quiet_libraries() -> None:
+    """The console shows the demo's steps: the libraries' INFO logs and deprecation
+    warnings (Kafka's client, Feast's registry, Ray Data's progress) stay out of it."""
+    import feast  # noqa: F401  (importing Feast resets the DeprecationWarning filter)
+
+    for name in ("kafka", "feast", "httpx", "ray.data", "ray.train", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _step(i: int, started: float) -> None:
@@ -61,7 +72,6 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from serve import runtime
     from streaming.local import LocalLoop
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic v1 shims in Ray
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -74,6 +84,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
 
     direct_port = runtime.apply_fast_path(runtime.free_port())  # before Ray starts
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    _quiet_libraries()
     try:
         _step(2, started)
         default = Path(__import__("ccrec").__file__).parent / "configs" / f"{path.name}.yaml"
