@@ -29,7 +29,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from ccrec.config import to_dict
 from ccrec.models.cascade import CascadeConfig
-from ccrec.train.distributed import RayConfig, train_and_bundle
+from ccrec.train.run import train_and_bundle
+from ccrec.train.stage_runner import RayConfig
 from tune.space import OBJECTIVES, apply_params, split_space
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def cascade_trial(params: dict[str, Any], *, path: str, base: CascadeConfig,
     out = Path(out_dir)
     trial_ray = replace(ray_config, name=f"{experiment}-{trial_id}",
                         storage_path=str(out / "ray"))
-    train_and_bundle(Path(path), config, trial_ray, out / "bundles" / trial_id,
+    train_and_bundle(Path(path), config, out / "bundles" / trial_id, ray_config=trial_ray,
                      m2_callbacks=[TuneReportCallback()], stage_cache=out / "stage-cache")
 
 
@@ -183,9 +184,8 @@ def _best_bundle(out_dir: Path, trial_id: str, path: Path, config: CascadeConfig
         return target / versions[-1].parent.name
     log.info("best trial %s was stopped early; retraining its configuration", trial_id)
     retrain = replace(ray_config, name=f"best-{trial_id}", storage_path=str(out_dir / "ray"))
-    bundle, _, _ = train_and_bundle(path, config, retrain, target,
-                                    stage_cache=out_dir / "stage-cache")
-    return bundle
+    return train_and_bundle(path, config, target, ray_config=retrain,
+                            stage_cache=out_dir / "stage-cache").path
 
 
 def _plot(curves: dict[str, pd.DataFrame], trials: pd.DataFrame, objective: str,

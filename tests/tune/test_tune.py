@@ -39,11 +39,12 @@ def _base() -> CascadeConfig:
 @pytest.mark.timeout(1500)  # ~8 min on the shared 2-core machine under load
 def test_four_trial_search_picks_the_best_trial(ray_cluster, tmp_path):
     from ccrec.bundle import Bundle
-    from ccrec.train.distributed import RayConfig
-    from ccrec.train.ray_synthetic import synthetic_prepared
+    from ccrec.data.synthetic import Favourites, write_synthetic
+    from ccrec.train.stage_runner import RayConfig
     from tune.driver import run_tuning
 
-    data = synthetic_prepared(tmp_path / "tiny", users=240)
+    data = write_synthetic(tmp_path / "tiny", pattern=Favourites(), num_users=240,
+                           feature_cardinalities=(7, 4), cold_every=0)
     summary = run_tuning(data, _base(), RayConfig(num_workers=1, cpus_per_worker=0.5),
                          tmp_path / "out",
                          num_samples=4, objective="HR@1", fixed=FIXED, seed=0,
