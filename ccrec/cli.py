@@ -182,31 +182,19 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     import torch
 
-    from ccrec.bundle import save_bundle
-    from ccrec.evaluate import evaluate_recommender
-    from ccrec.train.cascade import train_cascade
+    from ccrec.train.run import ensure_prepared, train_and_bundle
 
     torch.set_num_threads(threads)
-    if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import ensure_prepared, train_with_ray
-
+    with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
-        config = _cascade_config(path.name, config_path, overrides)
-        click.echo(train_with_ray(path, config, Path(out or f"runs/bundles/{path.name}"),
-                                  **ray_options))
+    config = _cascade_config(path.name, config_path, overrides)
+    bundles_root = Path(out or f"runs/bundles/{path.name}")
+    if ray_options.pop("use_ray"):
+        from ccrec.train.distributed import train_with_ray
+
+        click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
-    name, prepared = _load_for_training(dataset, category_level)
-    config = _cascade_config(name, config_path, overrides)
-    result = train_cascade(prepared, config)
-    valid = evaluate_recommender(result.model, result.tables["valid"])
-    fits = {k: {"best_epoch": f.best_epoch, "epochs": len(f.history),
-                "examples_per_s": f.examples_per_s} for k, f in result.fits.items()}
-    path = save_bundle(result.model, config, prepared.vocab,
-                       Path(out or f"runs/bundles/{Path(name).name}"), dataset=name,
-                       metrics={"valid": valid, "fits": fits, "seconds": result.seconds})
-    console.print(f"trained in {result.seconds['total']:.1f}s; validation "
-                  + " ".join(f"{k}={valid[k]:.4f}" for k in ("HR@1", "HR@3", "HR@5")))
-    click.echo(path)
+    click.echo(train_and_bundle(path, config, bundles_root).path)  # the log line has the metrics
 
 
 def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
