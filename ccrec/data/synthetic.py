@@ -49,6 +49,7 @@ def write_synthetic(
             "num_past_events": sum(len(i) for i in items), "num_past_cis": n,
             "num_past_categories": len(set(cats)), "last_timestamp": starts[-1],
             "future_categories": np.asarray(future, np.int64), "cutoff": starts[-1] + 1,
+            "origin": starts[-1] + 1,
             "user_features": np.asarray(feats, np.int64), "split": split,
         })
         for c, its, s in zip(cats, items, starts, strict=True):

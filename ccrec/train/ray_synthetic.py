@@ -33,6 +33,6 @@ def synthetic_prepared(out_dir: Path, *, users: int = 400, categories: int = 6,
     events = out_dir.parent / f"{out_dir.name}-events.csv"
     events.write_text("user_id,item_id,category_id,timestamp,feature_group\n"
                       + "\n".join(rows) + "\n")
-    config = PrepareConfig(cutoff_mode="per_user", future_fraction=0.25,
-                           future_days=3650.0, test_fraction=0.1, valid_fraction=0.2)
+    config = PrepareConfig(cutoff_mode="per_user", future_fraction=0.25, future="all",
+                           max_origins_per_user=1, test_fraction=0.1, valid_fraction=0.2)
     return prepare(f"events:{events}", config, out_dir=out_dir)
