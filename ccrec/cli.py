@@ -273,17 +273,23 @@ def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 @click.option("--bundle/--no-bundle", "with_bundle", default=True,
               help="Save the CCRec cascade as a bundle under <out-dir>/bundles.")
 @click.option("--models", "models", default="default", show_default=True,
-              help="Rows: 'default' (CCRec, ablations, Popularity, Last-category), 'all' "
+              help="Rows: 'default' (CCRec, ablations, the simple baselines), 'all' "
                    "(also the paper's baselines), or a comma list, e.g. CCRec,SASRec.")
+@click.option("--replay-points", default=None, type=int,
+              help="Replayed moments per test user (default 20).")
 def evaluate(dataset: str, category_level: str | None, config_path: str | None,
              overrides: tuple[str, ...], threads: int, out_dir: str | None,
-             json_path: str | None, sensitivity: bool, with_bundle: bool, models: str) -> None:
-    """Train CCRec and its ablations; write the paper's table for warm and cold users."""
+             json_path: str | None, sensitivity: bool, with_bundle: bool, models: str,
+             replay_points: int | None) -> None:
+    """Train the rows; score warm, cold and replayed test users; write the report.
+
+    Rows of earlier runs in the same --out-dir (same prepared data) stay in the report.
+    """
     from pathlib import Path
 
     import torch
 
-    from ccrec.evaluate import SENSITIVITY_SIZES, markdown_table, run_evaluation
+    from ccrec.evaluate import SENSITIVITY_SIZES, run_evaluation
 
     torch.set_num_threads(threads)
     rows, baselines = _evaluation_rows(models)
@@ -294,11 +300,14 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         prepared, config, out_dir=out, json_path=Path(json_path) if json_path else None,
         sensitivity_sizes=SENSITIVITY_SIZES if sensitivity else (),
         bundle_root=out / "bundles" if with_bundle else None, title=Path(name).name,
-        rows=rows, baselines=baselines,
+        rows=rows, baselines=baselines, replay_points=replay_points,
     )
-    for group, rows in summary["results"].items():
-        click.echo(f"\n{group} users\n" + markdown_table(rows))
-    console.print(f"done in {summary['seconds']:.0f}s → {out}")
+    report = summary["report"]
+    for group, n in report["n"].items():
+        best = report["best"].get(group, {}).get("HR@1", {})
+        click.echo(f"{group}: n = {n} users, {report['points'][group]} points; best HR@1 "
+                   f"{best.get('row')} (p vs runner-up {best.get('p', float('nan')):.3g})")
+    console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ def test_harness_trains_and_times_paper_baselines(tmp_path):
     summary = run_evaluation(prepared, config, out_dir=out, sensitivity_sizes=(),
                              rows=("Popularity", "CCRec"), baselines=("SASRec",))
     for group in ("warm", "cold"):
-        assert list(summary["results"][group]) == ["Popularity", "CCRec", "SASRec"]
+        assert list(summary["report"][group]) == ["Popularity", "CCRec", "SASRec"]
     written = json.loads((out / "summary.json").read_text())
     timing = written["timings"]["SASRec"]
-    assert timing["train_seconds"] > 0 and timing["inference_ms_per_user"] > 0
+    assert timing["train_seconds"] > 0 and timing["inference_ms_per_point"] > 0
     assert math.isnan(written["timings"]["Popularity"]["train_seconds"])
     assert "SASRec" in json.loads((out / "results.json").read_text())["warm"]
 
@@ -51,9 +51,9 @@ def test_baselines_alone_skip_the_cascade_on_the_same_splits(tmp_path):
                            rows=("Popularity",), baselines=("SASRec",))
     assert alone["cascade_seconds"] == {}  # no cascade row asked for: none trained
     assert not (tmp_path / "bundles").exists()
-    assert list(alone["results"]["warm"]) == ["Popularity", "SASRec"]
+    assert list(alone["report"]["warm"]) == ["Popularity", "SASRec"]
     with_cascade = run_evaluation(prepared, config, out_dir=tmp_path / "both",
                                   sensitivity_sizes=(), rows=("Popularity", "CCRec"),
                                   baselines=("SASRec",))
     for group in ("warm", "cold"):  # same splits, same seed: the same numbers
-        assert alone["results"][group]["SASRec"] == with_cascade["results"][group]["SASRec"]
+        assert alone["report"][group]["SASRec"] == with_cascade["report"][group]["SASRec"]
