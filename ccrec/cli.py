@@ -310,6 +310,26 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
     console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
 
 
+@cli.command()
+@click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
+@click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
+@click.option("--title", default=None, help="Title of the tables and plots.")
+def report(out_dir: str, json_path: str | None, title: str | None) -> None:
+    """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
+    from pathlib import Path
+
+    from ccrec.evaluate import ROW_ORDER
+    from ccrec.report import load_protocol, load_rows, write_report
+
+    out = Path(out_dir)
+    rows = load_rows(out, order=ROW_ORDER)
+    if not rows:
+        raise click.BadParameter(f"{out} has no stored rows", param_hint="--out-dir")
+    write_report(rows, out, title or out.name, protocol=load_protocol(out),
+                 json_path=Path(json_path) if json_path else None)
+    console.print(f"report → {out / 'results.md'}")
+
+
 def main() -> None:
     """Entry point: clear one-line errors for bad input instead of tracebacks."""
     try:

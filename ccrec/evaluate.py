@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccrec.baselines.paper import PAPER_BASELINES
 from ccrec.metrics import KS, MetricSums
-from ccrec.report import load_rows, save_row, write_report
+from ccrec.report import load_rows, save_protocol, save_row, write_report
 from ccrec.train.data import UserTable, make_loader
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ SIMPLE_ROWS = ("Popularity", "Last-category", "Personal-frequency", "Markov", "T
 #: The rows that need the trained cascade.
 CASCADE_ROWS = ("MLE", "MLE+VAE", "MLE+Cascading", "CCRec")
 ROWS = (*SIMPLE_ROWS, *CASCADE_ROWS)
+#: Every row in table order: ours, then the paper's baselines (§6.2).
+ROW_ORDER = (*ROWS, *PAPER_BASELINES)
 #: Test groups and the split each is drawn from (the replay spans both test splits).
 GROUPS = {"warm": "warm_test", "cold": "cold_test", "replay": "replay"}
 SENSITIVITY_SIZES = (1, 3, 5, 7, 9, 11, 15, 20)
@@ -116,11 +119,12 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
     the validation users; the test groups are only scored. ``summary.json``
     records each row's training seconds and inference ms per evaluation point.
     """
-    from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
+    from ccrec.baselines.paper import DataSpec
     from ccrec.data.replay import MAX_POINTS_PER_USER, replay_examples
     from ccrec.train.cascade import build_tables, train_cascade
 
     started = time.perf_counter()
+    save_protocol(out_dir, prepared.meta.get("protocol"))
     result = train_cascade(prepared, config) if set(rows) & set(CASCADE_ROWS) else None
     tables = dict(result.tables if result is not None else build_tables(prepared, config))
     replay = replay_examples(prepared, replay_points or MAX_POINTS_PER_USER)
@@ -175,7 +179,7 @@ def run_evaluation(prepared, config, *, out_dir: Path, json_path: Path | None = 
                                       candidates=replace(config.candidates, size=size))
         for group in sensitivity:
             sensitivity[group][size] = evaluate_recommender(model, tables[GROUPS[group]])
-    report = write_report(load_rows(out_dir, order=(*ROWS, *PAPER_BASELINES)), out_dir,
+    report = write_report(load_rows(out_dir, order=ROW_ORDER), out_dir,
                           title or prepared.meta.get("name", "results"),
                           protocol=prepared.meta.get("protocol"), json_path=json_path,
                           sensitivity=sensitivity if sensitivity_sizes and result else None)

@@ -48,10 +48,25 @@ def save_row(out_dir: Path, group: str, row: str, sums: MetricSums) -> Path:
     return path
 
 
+def save_protocol(out_dir: Path, protocol: Mapping[str, Any] | None) -> None:
+    """Record the task the stored rows were scored on; rows of another task refuse."""
+    path = Path(out_dir) / "rows" / "protocol.json"
+    if path.exists() and json.loads(path.read_text()) != dict(protocol or {}):
+        raise ValueError(f"{out_dir} holds rows of the task {path.read_text().strip()}, not "
+                         f"{dict(protocol or {})}; use another --out-dir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(protocol or {})))
+
+
+def load_protocol(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / "rows" / "protocol.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_rows(out_dir: Path, order: Sequence[str] = ()) -> RowSums:
     """Every stored row per group; rows named in ``order`` first, in that order."""
     rows: RowSums = {}
-    for group_dir in sorted((Path(out_dir) / "rows").glob("*")):
+    for group_dir in sorted(p for p in (Path(out_dir) / "rows").glob("*") if p.is_dir()):
         found = {}
         for path in group_dir.glob("*.npz"):
             with np.load(path) as z:

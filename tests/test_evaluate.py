@@ -97,3 +97,23 @@ def test_harness_ranks_every_category_and_clusters_by_user():
     assert m["MRR"] == pytest.approx((1 + 1 / 2 + 1 / 4) / 3)
     with pytest.raises(ValueError, match="scored NaN"):
         rankings(Fixed([0.0, float("nan"), 1.0, 0.0, 0.0]), table)
+
+
+def test_report_command_rewrites_the_report_of_stored_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from ccrec.cli import cli
+    from ccrec.report import save_protocol
+
+    save_protocol(tmp_path, {"future": "cis:3", "max_past": 10})
+    save_row(tmp_path, "warm", "SASRec", hits([1, 0, 0, 0]))
+    save_row(tmp_path, "warm", "CCRec", hits([1, 1, 0, 0]))
+    result = CliRunner().invoke(cli, ["report", "--out-dir", str(tmp_path),
+                                      "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert list(payload["warm"]) == ["CCRec", "SASRec"]  # the table order, not the file order
+    assert payload["protocol"] == {"future": "cis:3", "max_past": 10}
+    assert payload["significance"]["warm"]["best_other"] == "SASRec"
+    with pytest.raises(ValueError, match="holds rows of the task"):
+        save_protocol(tmp_path, {"future": "all", "max_past": 10})
