@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ccrec.baselines.popularity import Popularity
+from ccrec.baselines.popularity import PopularityBacked
 from ccrec.batch import CategoryBatch
 
 
@@ -17,7 +17,7 @@ def category_counts(past_categories: Tensor, num_categories: int) -> Tensor:
     return counts
 
 
-class PersonalFrequency:
+class PersonalFrequency(PopularityBacked):
     """Categories ranked by how often they occur in the user's past CIs (the
     same last ``max_past`` CIs every row sees); ties and unseen categories in
     Popularity order, so a newcomer gets Popularity.
@@ -27,13 +27,6 @@ class PersonalFrequency:
     """
 
     name = "Personal-frequency"
-
-    def __init__(self, num_categories: int) -> None:
-        self.num_categories = num_categories
-        self.popularity = Popularity(num_categories)
-
-    def fit(self, train, valid=None) -> None:
-        self.popularity.fit(train)
 
     def score(self, batch: CategoryBatch) -> Tensor:
         # popularity ∈ [0, 1) sums to 1: one more occurrence always outranks it

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ccrec.baselines.popularity import Popularity
+from ccrec.baselines.popularity import PopularityBacked
 from ccrec.baselines.selection import choose
 from ccrec.batch import CategoryBatch
 
@@ -14,7 +14,7 @@ from ccrec.batch import CategoryBatch
 SMOOTHING = (0.1, 1.0, 10.0, 100.0)
 
 
-class Markov:
+class Markov(PopularityBacked):
     """P(c | last past category) from the training examples, smoothed toward Popularity:
 
     P(c | l) = (T[l, c] + β · pop(c)) / (Σ_c' T[l, c'] + β),
@@ -30,13 +30,12 @@ class Markov:
     name = "Markov"
 
     def __init__(self, num_categories: int) -> None:
-        self.num_categories = num_categories
-        self.popularity = Popularity(num_categories)
+        super().__init__(num_categories)
         self.transitions = torch.zeros(num_categories + 1, num_categories + 1)
         self.smoothing = SMOOTHING[0]
 
     def fit(self, train, valid=None) -> None:
-        self.popularity.fit(train)
+        super().fit(train)
         past = np.asarray(train.past_categories)  # [N, k], right-padded
         lengths = (past != 0).sum(1)
         has_past = lengths > 0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ccrec.baselines.popularity import Popularity
+from ccrec.baselines.popularity import PopularityBacked
 from ccrec.baselines.selection import choose
 from ccrec.batch import CategoryBatch
 
@@ -65,7 +65,7 @@ def history_vectors(past_categories: Tensor, num_categories: int, decay: float) 
     return vectors / weights.sum(1, keepdim=True).clamp(min=1e-12)
 
 
-class TIFUKNN:
+class TIFUKNN(PopularityBacked):
     """TIFU-KNN over category interactions (see the module docstring).
 
     Args:
@@ -77,14 +77,13 @@ class TIFUKNN:
     name = "TIFU-KNN"
 
     def __init__(self, num_categories: int, config: TIFUConfig | None = None) -> None:
-        self.num_categories = num_categories
+        super().__init__(num_categories)
         self.config = config or TIFUConfig()
-        self.popularity = Popularity(num_categories)
         self.neighbour_past = torch.zeros(0, 1, dtype=torch.long)
         self._pool: tuple[float, Tensor] | None = None
 
     def fit(self, train, valid=None) -> None:
-        self.popularity.fit(train)
+        super().fit(train)
         users = np.asarray(train.users)
         last_row = len(users) - 1 - np.unique(users[::-1], return_index=True)[1]
         past = torch.as_tensor(np.asarray(train.past_categories)[np.sort(last_row)])
