@@ -150,5 +150,8 @@ def ranking_metrics(
     truths: Iterable[Iterable[int]],
     ks: Sequence[int] = KS,
 ) -> dict[str, float]:
-    """The metrics of ranked lists against true future sets (see the module docstring)."""
-    return MetricSums.from_rankings(ranked, truths, ks).metrics()
+    """The metrics of ranked lists against true future sets (see the module docstring);
+    top-k lists alone do not give the rank of a later hit, so no MRR."""
+    metrics = MetricSums.from_rankings(ranked, truths, ks).metrics()
+    del metrics["MRR"]
+    return metrics

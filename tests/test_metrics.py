@@ -41,6 +41,7 @@ def test_mrr_from_the_rank_of_the_first_hit():
     # 1/1 + 1/3 + 0 (no true category ranked at all) over 3 points
     assert sums.metrics()["MRR"] == pytest.approx((1 + 1 / 3) / 3)
     assert np.isnan(MetricSums.from_rankings(ranked, truths, ks=(1,)).metrics()["MRR"])
+    assert "MRR" not in ranking_metrics(ranked, truths, ks=(1,))
 
 
 def test_points_add_up_per_unit_and_the_metrics_do_not_change():
