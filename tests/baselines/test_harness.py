@@ -36,7 +36,7 @@ def test_harness_trains_and_times_paper_baselines(tmp_path):
     summary = run_evaluation(prepared, config, out_dir=out, sensitivity_sizes=(),
                              rows=("Popularity", "CCRec"), baselines=("SASRec",))
     for group in ("warm", "cold"):
-        assert list(summary["results"][group]) == ["Popularity", "CCRec", "SASRec"]
+        assert list(summary["report"][group]) == ["Popularity", "CCRec", "SASRec"]
     written = json.loads((out / "summary.json").read_text())
     timings = written["timings"]
     # trained rows record their training time (the cascade's: all three stages);
@@ -44,7 +44,7 @@ def test_harness_trains_and_times_paper_baselines(tmp_path):
     assert timings["CCRec"]["train_seconds"] == written["cascade_seconds"]["total"]
     assert math.isfinite(timings["SASRec"]["train_seconds"])
     assert math.isnan(timings["Popularity"]["train_seconds"])
-    assert all(math.isfinite(t["inference_ms_per_user"]) for t in timings.values())
+    assert all(math.isfinite(t["inference_ms_per_point"]) for t in timings.values())
     # the debug config's 3 epochs with patience 3: no early stop
     assert written["fits"]["SASRec"]["epochs"] == config.train_sampler.epochs == 3
     assert "SASRec" in json.loads((out / "results.json").read_text())["warm"]
@@ -58,9 +58,9 @@ def test_baselines_alone_skip_the_cascade_on_the_same_splits(tmp_path):
                            rows=("Popularity",), baselines=("SASRec",))
     assert alone["cascade_seconds"] == {}  # no cascade row asked for: none trained
     assert not (tmp_path / "bundles").exists()
-    assert list(alone["results"]["warm"]) == ["Popularity", "SASRec"]
+    assert list(alone["report"]["warm"]) == ["Popularity", "SASRec"]
     with_cascade = run_evaluation(prepared, config, out_dir=tmp_path / "both",
                                   sensitivity_sizes=(), rows=("Popularity", "CCRec"),
                                   baselines=("SASRec",))
     for group in ("warm", "cold"):  # same splits, same seed: the same numbers
-        assert alone["results"][group]["SASRec"] == with_cascade["results"][group]["SASRec"]
+        assert alone["report"][group]["SASRec"] == with_cascade["report"][group]["SASRec"]
