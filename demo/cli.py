@@ -140,7 +140,8 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     """The bundle and the popularity baselines on warm and cold test users."""
     from ccrec.baselines.popularity import LastCategory, Popularity
     from ccrec.bundle import Bundle
-    from ccrec.evaluate import GROUPS, write_results
+    from ccrec.evaluate import evaluate_sums
+    from ccrec.report import write_report
     from ccrec.train.cascade import build_tables
 
     tables = build_tables(prepared, config)
@@ -148,13 +149,12 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     pop, last = Popularity(prepared.num_categories), LastCategory(prepared.num_categories)
     pop.fit(tables["train"])
     last.fit(tables["train"])
-    from ccrec.evaluate import evaluate_recommender
-
-    results = {group: {name: evaluate_recommender(m, tables[split])
+    results = {group: {name: evaluate_sums(m, tables[split])
                        for name, m in (("Popularity", pop), ("Last-category", last),
                                        ("CCRec (demo config)", model))}
-               for group, split in GROUPS.items()}
-    write_results(results, out, f"{prepared.meta.get('name', 'demo')} (demo config)")
+               for group, split in (("warm", "warm_test"), ("cold", "cold_test"))}
+    write_report(results, out, f"{prepared.meta.get('name', 'demo')} (demo config)",
+                 protocol=prepared.meta.get("protocol"))
     return out / "results.md"
 
 
