@@ -224,7 +224,7 @@ def main() -> None:
     else:
         prepared_path, bundle = synthetic_bundle(Path(tempfile.mkdtemp(prefix="ccrec-bench-")))
     prepared = load_prepared(prepared_path)
-    users = [prepared.vocab["users"][u] for u in prepared.examples["user"]]  # users with a past
+    users = [prepared.vocab["users"][u] for u in prepared.examples["user"].unique()]
     features = {"source": "prepared", "path": str(prepared_path)}
     levels = [int(c) for c in args.concurrency.split(",")]
     from serve.runtime import free_port

@@ -86,13 +86,16 @@ class MemoryFeatures:
 
     @classmethod
     def from_prepared(cls, dataset_or_path: str | Path) -> MemoryFeatures:
-        """Every user of a prepared data set, with the past of its example row."""
+        """Every user of a prepared data set, with the past of its latest example row (a
+        training user has one row per rolling origin)."""
         from ccrec.data.prepared import load_prepared
 
         prepared = load_prepared(dataset_or_path)
         names = prepared.vocab["users"]
+        latest = prepared.examples.sort_values("last_timestamp", kind="stable").drop_duplicates(
+            "user", keep="last")
         table = {}
-        for row in prepared.examples.itertuples():
+        for row in latest.itertuples():
             user = UserRequest([int(c) for c in row.past_categories],
                                [[int(i) for i in ci] for ci in row.past_items],
                                [int(f) for f in row.user_features])

@@ -150,3 +150,21 @@ def test_pipeline_sends_item_lists_only_to_the_scorer(synthetic, bundles):
     unknown = asyncio.run(pipeline.recommend("nobody", 2, []))
     assert len(hops) == 3 and unknown.ranked.cold_start is ColdStart.POPULARITY
     assert unknown.feature_timestamp is None
+
+
+def test_memory_features_keep_each_users_latest_example(synthetic, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    path = shutil.copytree(synthetic.path, tmp_path / "prepared")
+    examples = pd.read_parquet(path / "examples.parquet")
+    earlier = examples[examples["user"] == 1].copy()  # an earlier rolling origin, stored last
+    latest = earlier.iloc[0]
+    earlier["past_categories"] = [latest["past_categories"][:1]]
+    earlier["past_items"] = [latest["past_items"][:1]]
+    earlier["last_timestamp"] = latest["last_timestamp"] - 1
+    pd.concat([examples, earlier]).to_parquet(path / "examples.parquet")
+    user = MemoryFeatures.from_prepared(path).read_many(["1"])[0]
+    assert user.user.past_categories == [int(c) for c in latest["past_categories"]]
+    assert user.last_timestamp == int(latest["last_timestamp"])
