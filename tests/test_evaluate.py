@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from ccrec.data.tables import UserTable
 from ccrec.evaluate import evaluate_sums, rankings
 from ccrec.metrics import COLUMNS, MetricSums
 from ccrec.report import build_report, load_rows, save_row, write_report
-from ccrec.train.data import UserTable
 
 
 def hits(flags, users=None):

@@ -11,7 +11,7 @@ from ccrec.baselines.frequency import PersonalFrequency
 from ccrec.baselines.markov import Markov
 from ccrec.baselines.selection import choose
 from ccrec.baselines.tifuknn import TIFUKNN, TIFUConfig, history_vectors
-from ccrec.train.data import UserTable
+from ccrec.data.tables import UserTable
 
 C = 4
 

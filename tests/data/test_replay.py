@@ -11,7 +11,7 @@ from ccrec.data.prepared import load_prepared
 from ccrec.data.replay import replay_examples
 from ccrec.data.sequences import DAY, SequenceSpec, past_sequences
 from ccrec.evaluate import SIMPLE_ROWS, run_evaluation
-from ccrec.train.cascade import CascadeConfig
+from ccrec.models.cascade import CascadeConfig
 
 DEBUG = Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml"
 START = 1_700_000_000
