@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ccrec demo
+	$(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra

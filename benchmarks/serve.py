@@ -17,6 +17,8 @@ users of ``--prepared`` (a prepared data set with the bundle's vocabulary).
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress, gRPC between replicas, user
 code on the replica's event loop) before Ray starts; ``haproxy`` adds
 RAY_SERVE_ENABLE_HA_PROXY=1; ``default`` is Serve's stock path.
+
+Both hosts check an API key on every request, as deployed (a key made for the run).
 """
 
 from __future__ import annotations
@@ -51,12 +53,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def api_key(tmp: Path) -> dict[str, str]:
+    """A key with every scope for this run: its hash goes to a keys file that both hosts
+    read (``$CCREC_API_KEYS_FILE``, set before they start); the client's headers."""
+    from serve.auth import KEYS_FILE_ENV, Scope, append_key, new_key
+
+    key, record = new_key("benchmark", list(Scope))
+    append_key(tmp / "api_keys.yaml", record)
+    os.environ[KEYS_FILE_ENV] = str(tmp / "api_keys.yaml")
+    return {"authorization": f"Bearer {key}"}
+
+
 async def load(url: str, concurrency: int, requests: int, users: list[str],
-               warmup: int = 30) -> dict:
+               headers: dict[str, str], warmup: int = 30) -> dict:
     """``requests`` POSTs from ``concurrency`` workers; latency in ms, throughput in req/s."""
     rng = random.Random(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30,
+                                 headers=headers) as client:
         for _ in range(warmup):
             (await client.post("/v1/recommendations", json={"user_id": users[0], "k": 3})
              ).raise_for_status()
@@ -156,7 +170,7 @@ def synthetic_bundle(tmp: Path) -> tuple[Path, Path]:
 
 
 def click_to_refresh_ms(serve_url: str, proxy_port: int, prepared_path: Path, bundle: str,
-                        clicks: int) -> dict:
+                        clicks: int, headers: dict[str, str]) -> dict:
     """Click → Kafka → stream worker → Feast → refreshed answer, through the Serve graph."""
     from ccrec.data.prepared import load_prepared
     from serve import runtime
@@ -178,7 +192,8 @@ def click_to_refresh_ms(serve_url: str, proxy_port: int, prepared_path: Path, bu
 
         async def run() -> list[float]:
             out = []
-            async with httpx.AsyncClient(base_url=serve_url, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=serve_url, timeout=60,
+                                         headers=headers) as client:
                 for n in range(clicks + 2):
                     cat, item = pairs[n % len(pairs)]
                     event = {"user_id": f"bench-{n % 5}", "item_id": vocab["items"][item],
@@ -227,6 +242,7 @@ def main() -> None:
     users = [prepared.vocab["users"][u] for u in prepared.examples["user"].unique()]
     features = {"source": "prepared", "path": str(prepared_path)}
     levels = [int(c) for c in args.concurrency.split(",")]
+    headers = api_key(Path(tempfile.mkdtemp(prefix="ccrec-bench-keys-")))
     from serve.runtime import free_port
 
     plain_url = f"http://127.0.0.1:{free_port()}"
@@ -250,7 +266,7 @@ def main() -> None:
             for _ in range(args.blocks):
                 for name, url in hosts.items():
                     block = asyncio.run(load(url, c, args.requests // args.blocks, users,
-                                             warmup=5))
+                                             headers, warmup=5))
                     lat[name] += block["latencies"]
                     walls[name] += block["wall"]
             row = {}
@@ -259,14 +275,14 @@ def main() -> None:
                             f"{name}_p99_ms": round(percentile(lat[name], 0.99), 2),
                             f"{name}_qps": round(len(lat[name]) / walls[name], 1)})
             if "proxy" in urls and "direct" in urls and c == 1 and args.proxy:
-                via = asyncio.run(load(urls["proxy"], 1, args.requests, users))
+                via = asyncio.run(load(urls["proxy"], 1, args.requests, users, headers))
                 row.update({"serve_via_proxy_p50_ms": via["p50_ms"],
                             "serve_via_proxy_p99_ms": via["p99_ms"]})
             result["concurrency"][str(c)] = row
             print(f"c={c}: {row}", file=sys.stderr)
         if args.clicks:
             result["click_to_refresh_ms"] = click_to_refresh_ms(
-                serve_url, int(urls["port"]), prepared_path, str(bundle), args.clicks)
+                serve_url, int(urls["port"]), prepared_path, str(bundle), args.clicks, headers)
             print(f"click_to_refresh_ms: {result['click_to_refresh_ms']}", file=sys.stderr)
         first = result["concurrency"].get("1", {})
         if "plain_p99_ms" in first:

@@ -59,8 +59,11 @@ def _step(i: int, started: float) -> None:
               show_default=True, help="Ray Train on the local Ray instance, or in-process.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a training setting (on top of the demo's small config).")
+@click.option("--insecure-dev", is_flag=True,
+              help="Serve without authentication (development only); without it the demo "
+                   "makes an API key for itself.")
 def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
-         overrides: tuple[str, ...]) -> None:
+         overrides: tuple[str, ...], insecure_dev: bool) -> None:
     """The whole system end to end: data → Ray training → Kafka/Feast/Serve → live clicks."""
     import ray
     from ray import serve as ray_serve
@@ -110,6 +113,8 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
         console.print(f"      results → {results_md}")
         (out / "openapi.json").write_text(json.dumps(_openapi(), indent=2) + "\n")
 
+        auth_env, headers = _auth(out, insecure_dev)
+
         _step(4, started)
         with LocalLoop(path, out / "feast") as loop:
             console.print(f"      broker {loop.bootstrap_servers}, Feast {loop.feast_root}")
@@ -118,12 +123,12 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
             runtime.deploy(runtime.serve_config(bundle=str(bundle), features=loop.features,
                                                 kafka=loop.bootstrap_servers, port=port,
-                                                replicas=1))
+                                                replicas=1, env=auth_env))
             url = f"http://127.0.0.1:{direct_port}"
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
             _step(6, started)
-            asyncio.run(_replay(url, prepared, clicks))
+            asyncio.run(_replay(url, headers, prepared, clicks))
             _step(7, started)
             ray_serve.shutdown()
     finally:
@@ -158,14 +163,31 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     return out / "results.md"
 
 
+def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The serving environment and the client's headers: no authentication, or a key with
+    every scope made for this run (its hash in ``out/api_keys.yaml``)."""
+    from serve.auth import INSECURE_ENV, KEYS_FILE_ENV, Scope, append_key, new_key
+
+    if insecure_dev:
+        console.print("      [yellow]authentication is OFF (--insecure-dev)[/]")
+        return {INSECURE_ENV: "1"}, {}
+    key, record = new_key("demo", list(Scope))
+    keys_file = out / "api_keys.yaml"
+    keys_file.unlink(missing_ok=True)
+    append_key(keys_file, record)
+    console.print(f"      API key for this run: {key}")
+    return {KEYS_FILE_ENV: str(keys_file)}, {"authorization": f"Bearer {key}"}
+
+
 def _openapi() -> dict:
+    from serve.auth import Authenticator
     from serve.features import MemoryFeatures
     from serve.plain import PlainHost
 
-    return PlainHost(None, MemoryFeatures()).app.openapi()
+    return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
 
 
-async def _replay(url: str, prepared, clicks: int) -> None:
+async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> None:
     """One test user's real history, click by click, as a new user id."""
     import httpx
 
@@ -183,7 +205,7 @@ async def _replay(url: str, prepared, clicks: int) -> None:
     for column in ("click", "clicked category", f"top {TOP_K} categories (score)",
                    "refresh ms"):
         table.add_column(column)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         first = (await client.post("/v1/recommendations",
                                    json={"user_id": user, "k": TOP_K})).json()
         table.add_row("–", "(none: cold start, "
