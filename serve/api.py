@@ -9,6 +9,7 @@ documents it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -19,11 +20,23 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    model_validator,
+)
 
 from ccrec.schema import SCHEMA_VERSION, Event, Identifier
-from serve.pipeline import ColdStart, ModelNotReady, Pipeline, Readiness
+from serve.auth import AUTH_RESPONSES, Authenticator, Scope, install, secured
+from serve.pipeline import ColdStart, Pipeline, Readiness, Recommendation
+from serve.slots import ModelNotReady
 from streaming.events import EventProducer, StreamUnavailable
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 #: Largest request body accepted (bytes); larger ones get 413.
@@ -44,7 +57,34 @@ def _integral(value):
 JsonInt = Annotated[int, BeforeValidator(_integral), Strict()]
 
 
-class RecommendationRequest(BaseModel):
+def _unicode(value):
+    """Every string in a request body is valid Unicode: JSON can carry a lone surrogate
+    (``"\\ud800"``), which no store, topic or answer can encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _unicode(key)
+            _unicode(item)
+    elif isinstance(value, list):
+        for item in value:
+            _unicode(item)
+    return value
+
+
+class ValidUnicode(BaseModel):
+    """A request body whose strings are all valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        return _unicode(data)
+
+
+class RecommendationRequest(ValidUnicode):
     """Ask for a user's top-k categories."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -76,7 +116,7 @@ Timestamp = Annotated[
 ]
 
 
-class ClickEvent(Event):
+class ClickEvent(Event, ValidUnicode):
     """One interaction (:class:`ccrec.schema.Event`); JSON ``true`` is not 1, a timestamp
     is an ISO 8601 date-time or a number of epoch seconds."""
 
@@ -115,6 +155,15 @@ class Problem(BaseModel):
     detail: str | list
 
 
+class Unavailable(BaseModel):
+    """503: the service cannot answer properly now; retry after ``Retry-After`` seconds."""
+
+    detail: str
+    fallback: RecommendationResponse | None = Field(
+        None, description="When the feature store is down: the bundle's popularity top k "
+                          "(cold_start_strategy popularity), usable in place of an answer.")
+
+
 class Clicks:
     """POST /v1/events → Kafka through one :class:`streaming.events.EventProducer`,
     created on the first click (the API starts and answers without a broker).
@@ -151,7 +200,11 @@ class Clicks:
 class BodyLimit:
     """Pure-ASGI guard: 413 for bodies over ``limit`` bytes, per route timing and counts.
 
-    A pure ASGI middleware (not ``BaseHTTPMiddleware``) adds microseconds, not a task.
+    A declared ``Content-Length`` over the limit is refused before the body is
+    read (the server holds a body to its declared length). A body without one
+    (``Transfer-Encoding: chunked``) is read here first, up to the limit, and
+    replayed to the app. A pure ASGI middleware (not ``BaseHTTPMiddleware``)
+    adds microseconds, not a task.
     """
 
     def __init__(self, app, pipeline: Pipeline, limit: int = MAX_BODY_BYTES) -> None:
@@ -172,28 +225,17 @@ class BodyLimit:
             await send(message)
 
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                raise _TooLarge()
+            if length is None:
+                receive = await _replay(receive, self.limit)
+        except _TooLarge:
             response = JSONResponse(
                 {"detail": f"request body over {self.limit} bytes"}, status_code=413)
             await response(scope, receive, send_wrapper)
         else:
-            received = 0
-
-            async def receive_limited():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.limit:
-                        raise _TooLarge()
-                return message
-
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            except _TooLarge:
-                response = JSONResponse(
-                    {"detail": f"request body over {self.limit} bytes"}, status_code=413)
-                await response(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_wrapper)
         code = status["code"]
         metrics.request_latency.labels(route).observe(time.perf_counter() - started)
         metrics.requests.labels(route, str(code)).inc()
@@ -205,12 +247,69 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(pipeline: Pipeline, clicks: Clicks, *, title: str = "CCRec") -> FastAPI:
-    """The HTTP API around ``pipeline`` (recommendations) and ``clicks`` (events)."""
+async def _replay(receive, limit: int):
+    """Read a body of unknown length (at most ``limit`` bytes); a ``receive`` that replays it.
+
+    Raises:
+        _TooLarge: the body is longer.
+    """
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise _TooLarge()
+        if not message.get("more_body", False):
+            break
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+    return replay
+
+
+def _answer(rec: Recommendation) -> RecommendationResponse:
+    ranked = rec.ranked
+    return RecommendationResponse(
+        user_id=rec.user_id,
+        categories=[ScoredCategory(category_id=c, score=s)
+                    for c, s in zip(ranked.categories, ranked.scores, strict=True)],
+        model_version=ranked.version,
+        feature_timestamp=(datetime.fromtimestamp(rec.feature_timestamp, UTC)
+                           if rec.feature_timestamp else None),
+        cold_start=ranked.cold_start is not None,
+        cold_start_strategy=ranked.cold_start,
+    )
+
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_S = "5"
+
+
+def _unavailable(detail: str, fallback: RecommendationResponse | None = None) -> JSONResponse:
+    body = Unavailable(detail=detail, fallback=fallback)
+    return JSONResponse(jsonable_encoder(body, exclude_none=fallback is None), status_code=503,
+                        headers={"Retry-After": RETRY_AFTER_S})
+
+
+def create_app(pipeline: Pipeline, clicks: Clicks, auth: Authenticator, *,
+               title: str = "CCRec") -> FastAPI:
+    """The HTTP API around ``pipeline`` (recommendations) and ``clicks`` (events); every
+    route but the probes needs an API key with the route's scope (``auth``)."""
     app = FastAPI(
         title=title, version=API_VERSION,
-        description="Real-time category recommendations (the cascading CCRec model).",
+        description="Real-time category recommendations (the cascading CCRec model). "
+                    "Send `Authorization: Bearer <API key>`; each route names its scope.",
     )
+    install(app, auth)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -218,56 +317,58 @@ def create_app(pipeline: Pipeline, clicks: Clicks, *, title: str = "CCRec") -> F
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    # 503 bodies say what is unavailable, never why in detail: the cause (exception text,
+    # file paths, addresses) goes to the log.
     @app.exception_handler(ModelNotReady)
     async def not_ready(request: Request, exc: ModelNotReady) -> JSONResponse:
-        return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503)
+        log.warning("model not ready: %s", exc)
+        return _unavailable("model not ready: retry shortly")
 
     @app.exception_handler(StreamUnavailable)
     async def no_stream(request: Request, exc: StreamUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"event stream unavailable: {exc}"}, status_code=503)
+        log.warning("event stream unavailable: %s", exc)
+        return _unavailable("event stream unavailable: the event was not accepted")
 
-    unavailable = {503: {"model": Problem, "description": "Model, features or stream not ready."},
+    unavailable = {503: {"model": Unavailable, "description": "Model, features or stream not "
+                         "ready (retry after Retry-After seconds)."},
                    413: {"model": Problem, "description": "Request body too large."},
-                   400: {"model": Problem, "description": "Body is not decodable JSON."}}
+                   400: {"model": Problem, "description": "Body is not decodable JSON."},
+                   **AUTH_RESPONSES}
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse,
-              responses=unavailable, tags=["recommendations"])
-    async def recommendations(body: RecommendationRequest) -> RecommendationResponse:
-        """Top-k categories for a user; unknown or cold users get a flagged cold-start answer."""
+              responses=unavailable, tags=["recommendations"],
+              openapi_extra=secured(Scope.RECOMMENDATIONS_READ))
+    async def recommendations(body: RecommendationRequest):
+        """Top-k categories for a user; unknown or cold users get a flagged cold-start answer.
+        With the feature store down: 503 with the popularity answer as ``fallback``."""
         rec = await pipeline.recommend(body.user_id, body.k, body.exclude)
-        ranked = rec.ranked
-        return RecommendationResponse(
-            user_id=rec.user_id,
-            categories=[ScoredCategory(category_id=c, score=s)
-                        for c, s in zip(ranked.categories, ranked.scores, strict=True)],
-            model_version=ranked.version,
-            feature_timestamp=(datetime.fromtimestamp(rec.feature_timestamp, UTC)
-                               if rec.feature_timestamp else None),
-            cold_start=ranked.cold_start is not None,
-            cold_start_strategy=ranked.cold_start,
-        )
+        if rec.features_unavailable:
+            return _unavailable("feature store unavailable: the fallback is the model's "
+                                "popularity ranking", _answer(rec))
+        return _answer(rec)
 
     @app.post("/v1/events", status_code=202, response_model=EventAccepted,
-              responses=unavailable, tags=["events"])
+              responses=unavailable, tags=["events"], openapi_extra=secured(Scope.EVENTS_WRITE))
     async def events(event: ClickEvent) -> EventAccepted:
         """Validate one interaction (a click) and produce it to Kafka for the stream worker."""
         accepted = await clicks.send(event)
         pipeline.metrics.events.inc()
         return accepted
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], openapi_extra=secured(None))
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
-             tags=["operations"])
+             tags=["operations"], openapi_extra=secured(None))
     async def readyz() -> JSONResponse:
         """Readiness: 200 once both stages hold a bundle and the feature store answers."""
         state = await pipeline.ready()
         return JSONResponse(jsonable_encoder(state), status_code=200 if state.ready else 503)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses=AUTH_RESPONSES, openapi_extra=secured(Scope.METRICS_READ))
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
         return Response(pipeline.metrics.render(),

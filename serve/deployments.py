@@ -27,10 +27,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.api import Clicks, create_app
+from serve.auth import Authenticator
 from serve.features import MemoryFeatures, reader_from_config
 from serve.pipeline import (
-    ModelSlot,
-    ModelStatus,
     Pipeline,
     Ranked,
     SampleRequest,
@@ -40,6 +39,7 @@ from serve.pipeline import (
     Shortlist,
     configure_torch,
 )
+from serve.slots import ModelSlots, ModelStatus
 
 #: Replicas follow the requests in flight: a stage replica is one torch thread.
 STAGE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 8,
@@ -50,28 +50,28 @@ REPLICA_CPUS = {"num_cpus": 0.3}
 
 
 class _Stage:
-    """What Sampler and Scorer share: the bundle slot and in-place reconfiguration.
+    """What Sampler and Scorer share: the bundles by version and in-place reconfiguration.
 
-    user_config: ``bundle`` (a bundle directory), ``max_batch_size``,
-    ``batch_wait_timeout_s``.
+    user_config: ``bundle`` (a bundle directory, or a symlink to one that the
+    stage follows), ``max_batch_size``, ``batch_wait_timeout_s``.
     """
 
     def __init__(self) -> None:
         configure_torch()
-        self.slot = ModelSlot()
+        self.slots = ModelSlots()
         self.batched: Any = None  # the @serve.batch method, set by the subclass
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         if config.get("bundle"):
             # Loading in a thread keeps the replica answering with the old bundle meanwhile.
-            await asyncio.to_thread(self.slot.load, config["bundle"])
+            await asyncio.to_thread(self.slots.configure, config["bundle"])
         if "max_batch_size" in config:
             self.batched.set_max_batch_size(int(config["max_batch_size"]))
         if "batch_wait_timeout_s" in config:
             self.batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
     def status(self) -> ModelStatus:
-        return self.slot.status()
+        return self.slots.status()
 
 
 @serve.deployment(name="Sampler", ray_actor_options=REPLICA_CPUS, max_ongoing_requests=64,
@@ -81,7 +81,7 @@ class Sampler(_Stage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stage = SamplerStage(self.slot)
+        self.stage = SamplerStage(self.slots)
         self.batched = self.sample
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
@@ -96,12 +96,12 @@ class Scorer(_Stage):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stage = ScorerStage(self.slot)
+        self.stage = ScorerStage(self.slots)
         self.batched = self.score
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[ScoreRequest]) -> list[Ranked]:
-        return self.stage.score_many(requests)
+        return await self.stage.score_many(requests)
 
 
 @serve.deployment(name="Ingress", ray_actor_options=REPLICA_CPUS, max_ongoing_requests=128,
@@ -113,7 +113,9 @@ class Ingress:
 
     user_config: ``features`` (see :func:`serve.features.reader_from_config`;
     default the Feast store in ``features/``) and ``kafka`` (bootstrap servers
-    for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``).
+    for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``). API keys come
+    from the replica's environment (:meth:`serve.auth.Authenticator.from_env`):
+    a replica without them does not start.
 
     Args:
         sampler: handle to :class:`Sampler`.
@@ -125,6 +127,7 @@ class Ingress:
         self.pipeline = Pipeline(MemoryFeatures(), sampler.sample.remote, scorer.score.remote,
                                  self.status)
         self.clicks = Clicks()
+        self.auth = Authenticator.from_env()
         self.features_config: dict[str, Any] | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -143,7 +146,7 @@ class Ingress:
         return ModelStatus.combine(sampler, scorer)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.pipeline, self.clicks, title="CCRec")
+        return create_app(self.pipeline, self.clicks, self.auth, title="CCRec")
 
 
 app = Ingress.bind(Sampler.bind(), Scorer.bind())

@@ -34,6 +34,10 @@ class Metrics:
         self.feature_age = Histogram(
             "ccrec_feature_age_seconds", "Age of the user's online features when read.",
             buckets=AGE_BUCKETS, registry=r)
+        self.feature_errors = Counter(
+            "ccrec_feature_errors_total",
+            "Feature store reads that failed (answered 503 with the popularity fallback).",
+            registry=r)
         self.events = Counter("ccrec_events_produced_total", "Click events produced to Kafka.",
                               registry=r)
         self._version: str | None = None

@@ -15,25 +15,27 @@ reader and the two stages, behind deployment handles or called in-process)::
     Ingress ── SampleRequest ──▶ Sampler ── Shortlist | Ranked ──▶ Ingress
     Ingress ── ScoreRequest ───▶ Scorer ─── Ranked ─────────────▶ Ingress
 
-Payloads are frozen dataclasses: built once, never changed between hops.
+Payloads are frozen dataclasses: built once, never changed between hops. A
+response is computed by one bundle version end to end: the Shortlist names the
+version that sampled it and the Scorer scores with that version
+(:mod:`serve.slots`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 import torch
 
-from ccrec.bundle import Bundle, Candidates, CascadeRecommender, UserRequest
-from serve.features import FeatureReader, Popularity, UserFeatures
+from ccrec.bundle import Candidates, CascadeRecommender, UserRequest
+from serve.features import UNKNOWN, FeatureReader, Popularity, UserFeatures
 from serve.metrics import Metrics
+from serve.slots import ModelSlots, ModelStatus, Served
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,13 @@ class Shortlist:
     """Sampler → Ingress for a warm user.
 
     Args:
-        version: the bundle that sampled.
+        version: the bundle that sampled; the Scorer scores with the same one.
+        path: that bundle's directory, for a Scorer that does not hold it yet.
         candidates: r_t with y^{M1} and the tail, excluded categories removed.
     """
 
     version: str
+    path: str
     candidates: Candidates
 
 
@@ -121,28 +125,6 @@ class Ranked:
 
 
 @dataclass(frozen=True)
-class ModelStatus:
-    """A stage's bundle (or both stages', :meth:`combine`).
-
-    Args:
-        ready: a bundle is loaded.
-        version: its version id.
-        error: why the last load failed, if it did.
-    """
-
-    ready: bool
-    version: str | None
-    error: str | None = None
-
-    @staticmethod
-    def combine(sampler: ModelStatus, scorer: ModelStatus) -> ModelStatus:
-        version = sampler.version if sampler.version == scorer.version else \
-            f"{sampler.version}/{scorer.version}"
-        return ModelStatus(sampler.ready and scorer.ready, version,
-                           sampler.error or scorer.error)
-
-
-@dataclass(frozen=True)
 class Recommendation:
     """One answer, whichever host computed it.
 
@@ -150,11 +132,14 @@ class Recommendation:
         user_id: the user.
         ranked: the categories, scores and model version.
         feature_timestamp: epoch seconds of the latest event the features include.
+        features_unavailable: the feature store did not answer; ``ranked`` is the
+            cold-start prior (the bundle's popularity), a fallback.
     """
 
     user_id: str
     ranked: Ranked
     feature_timestamp: int | None
+    features_unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,83 +151,28 @@ class Readiness:
     features: bool
 
 
-# --- the served bundle ----------------------------------------------------------------------
-class ModelNotReady(RuntimeError):
-    """No bundle is loaded yet (the API answers 503)."""
-
-
-@dataclass(frozen=True)
-class Served:
-    """A loaded bundle: swapped as one object, so a request sees one version throughout."""
-
-    recommender: CascadeRecommender
-    version: str
-    path: str
-
-
-class ModelSlot:
-    """The currently served bundle; :meth:`load` swaps it atomically.
-
-    Args:
-        path: a bundle directory to load now, or None to start empty (not ready).
-    """
-
-    def __init__(self, path: str | Path | None = None) -> None:
-        self._lock = threading.Lock()
-        self.served: Served | None = None
-        self.error: str | None = None
-        if path:
-            self.load(path)
-
-    def load(self, path: str | Path) -> bool:
-        """Load ``path`` unless it is served already; keep serving the old one on failure."""
-        path = str(path)
-        if self.served is not None and self.served.path == path:
-            return True
-        try:
-            bundle = Bundle.load(path)
-        except Exception as exc:  # a missing or broken bundle must not stop the replica
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.warning("bundle %s not loaded: %s", path, self.error)
-            return False
-        with self._lock:
-            self.served, self.error = Served(bundle.recommender(), bundle.version, path), None
-        log.info("serving bundle %s (version %s)", path, bundle.version)
-        return True
-
-    def status(self) -> ModelStatus:
-        served = self.served
-        return ModelStatus(served is not None, served.version if served else None, self.error)
-
-    def require(self) -> Served:
-        served = self.served
-        if served is None:
-            raise ModelNotReady(self.error or "no model bundle loaded")
-        return served
-
-
 # --- the stages -----------------------------------------------------------------------------
 class SamplerStage:
     """M1: a :class:`Shortlist` for warm users, the cold-start answer for cold ones.
 
     Args:
-        slot: the served bundle.
+        slots: the stage's bundles; it samples with the current one.
     """
 
-    def __init__(self, slot: ModelSlot) -> None:
-        self.slot = slot
+    def __init__(self, slots: ModelSlots) -> None:
+        self.slots = slots
 
     async def __call__(self, request: SampleRequest) -> Shortlist | Ranked:
         """One request, called in this process (the single-process host)."""
         return self.sample_many([request])[0]
 
     def sample_many(self, requests: list[SampleRequest]) -> list[Shortlist | Ranked]:
-        served = self.slot.require()
+        served = self.slots.current()
         rec = served.recommender
         warm = [r for r in requests if r.user.past_categories]
         sampled = iter(rec.sample([r.user for r in warm], [r.k for r in warm],
                                   [_indices(rec, r.exclude) for r in warm]) if warm else [])
-        return [Shortlist(served.version, next(sampled)) if r.user.past_categories
+        return [Shortlist(served.version, served.path, next(sampled)) if r.user.past_categories
                 else _cold_start(served, r) for r in requests]
 
 
@@ -267,24 +197,39 @@ def _cold_start(served: Served, request: SampleRequest) -> Ranked:
 class ScorerStage:
     """VAE embeddings of the past category interactions + M2 over the candidates.
 
+    Each request is scored by the bundle version that sampled it (its
+    :class:`Shortlist`'s), loaded first if this stage does not hold it.
+
     Args:
-        slot: the served bundle.
+        slots: the stage's bundles.
     """
 
-    def __init__(self, slot: ModelSlot) -> None:
-        self.slot = slot
+    def __init__(self, slots: ModelSlots) -> None:
+        self.slots = slots
 
     async def __call__(self, request: ScoreRequest) -> Ranked:
         """One request, called in this process (the single-process host)."""
-        return self.score_many([request])[0]
+        return (await self.score_many([request]))[0]
 
-    def score_many(self, requests: list[ScoreRequest]) -> list[Ranked]:
-        served = self.slot.require()
-        rec = served.recommender
-        ranked = rec.score([r.user for r in requests],
-                           [r.shortlist.candidates for r in requests], [r.k for r in requests])
-        return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top])
-                for top in ranked]
+    async def score_many(self, requests: list[ScoreRequest]) -> list[Ranked]:
+        by_version: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_version.setdefault(r.shortlist.version, []).append(i)
+        out: list[Ranked | None] = [None] * len(requests)
+        for version, rows in by_version.items():
+            served = self.slots.held(version) or await asyncio.to_thread(
+                self.slots.fetch, version, requests[rows[0]].shortlist.path)
+            for i, ranked in zip(rows, _score(served, [requests[i] for i in rows]), strict=True):
+                out[i] = ranked
+        return out
+
+
+def _score(served: Served, requests: list[ScoreRequest]) -> list[Ranked]:
+    rec = served.recommender
+    ranked = rec.score([r.user for r in requests],
+                       [r.shortlist.candidates for r in requests], [r.k for r in requests])
+    return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top])
+            for top in ranked]
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -314,7 +259,13 @@ class Pipeline:
     async def recommend(self, user_id: str, k: int, exclude: list[str]) -> Recommendation:
         latency = self.metrics.stage_latency
         t0 = time.perf_counter()
-        feats = await self.read_features(user_id)
+        try:
+            feats = await self.read_features(user_id)
+        except Exception:  # the online store is down: a flagged popularity answer, not a 500
+            log.exception("feature store read failed")
+            self.metrics.feature_errors.inc()
+            ranked = await self.sample(SampleRequest(UNKNOWN.user, k, tuple(exclude)))
+            return Recommendation(user_id, ranked, None, features_unavailable=True)
         t1 = time.perf_counter()
         latency.labels("features").observe(t1 - t0)
         if feats.last_timestamp:
@@ -337,8 +288,9 @@ class Pipeline:
     async def ready(self) -> Readiness:
         try:
             model = await self.status()
-        except Exception as exc:  # a stage that does not answer is not ready
-            model = ModelStatus(False, None, f"{type(exc).__name__}: {exc}")
+        except Exception:  # a stage that does not answer is not ready
+            log.exception("a model stage did not answer the status call")
+            model = ModelStatus(False, None, "a model stage does not answer")
         try:
             features = await asyncio.to_thread(self.features.ping)
         except Exception:

@@ -13,36 +13,34 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from serve.api import Clicks, create_app
+from serve.auth import Authenticator
 from serve.features import FeatureReader, reader_from_config
-from serve.pipeline import (
-    ModelSlot,
-    ModelStatus,
-    Pipeline,
-    SamplerStage,
-    ScorerStage,
-    configure_torch,
-)
+from serve.pipeline import Pipeline, SamplerStage, ScorerStage, configure_torch
+from serve.slots import ModelSlots, ModelStatus
 
 
 class PlainHost:
     """Features, Sampler and Scorer in this process, behind the HTTP API.
 
     Args:
-        bundle: the model bundle directory (None: not ready until ``slot.load``).
+        bundle: the model bundle directory, or a symlink to one that the host
+            follows (None: not ready until ``slots.load``).
         features: the feature reader.
         clicks: where POST /v1/events goes (default: ``$KAFKA_BOOTSTRAP_SERVERS``).
+        auth: the API keys (default: :meth:`serve.auth.Authenticator.from_env`).
     """
 
     def __init__(self, bundle: str | Path | None, features: FeatureReader,
-                 clicks: Clicks | None = None) -> None:
+                 clicks: Clicks | None = None, auth: Authenticator | None = None) -> None:
         configure_torch()
-        self.slot = ModelSlot(bundle)
-        self.pipeline = Pipeline(features, SamplerStage(self.slot), ScorerStage(self.slot),
+        self.slots = ModelSlots(bundle)
+        self.pipeline = Pipeline(features, SamplerStage(self.slots), ScorerStage(self.slots),
                                  self._status)
-        self.app = create_app(self.pipeline, clicks or Clicks(), title="CCRec (single process)")
+        self.app = create_app(self.pipeline, clicks or Clicks(), auth or Authenticator.from_env(),
+                              title="CCRec (single process)")
 
     async def _status(self) -> ModelStatus:
-        return self.slot.status()
+        return self.slots.status()
 
 
 def from_env() -> FastAPI:

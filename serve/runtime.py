@@ -69,7 +69,8 @@ CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 
 def serve_config(bundle: str | None = None, features: dict | None = None,
                  kafka: str | None = None, replicas: int | None = None,
-                 port: int | None = None, batch: dict | None = None) -> dict:
+                 port: int | None = None, batch: dict | None = None,
+                 env: dict[str, str] | None = None) -> dict:
     """``serve_config.yaml`` with the bundle, feature source, broker and port filled in.
 
     Args:
@@ -79,6 +80,8 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
         replicas: a fixed replica count for every deployment instead of autoscaling.
         port: the proxy's HTTP port.
         batch: ``max_batch_size`` / ``batch_wait_timeout_s`` of both stages.
+        env: environment variables of every replica (the application's
+            ``runtime_env``), e.g. the API keys file (:mod:`serve.auth`).
     """
     import copy
 
@@ -87,6 +90,8 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
     config = copy.deepcopy(yaml.safe_load(CONFIG_PATH.read_text()))
     if port is not None:
         config["http_options"]["port"] = port
+    if env:
+        config["applications"][0]["runtime_env"] = {"env_vars": dict(env)}
     for deployment in config["applications"][0]["deployments"]:
         user = deployment.setdefault("user_config", {})
         if deployment["name"] == "Ingress":

@@ -7,6 +7,7 @@ so they are set here, at collection time, before the session's ``ray_cluster``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,46 @@ def bundles(synthetic, tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def wide_bundle(tmp_path_factory) -> Path:
+    """An untrained bundle with more categories (9, c1..c9) than ``bundles`` (6) and the
+    same user features: version untrained-wide."""
+    from ccrec.data.prepared import load_prepared
+    from ccrec.data.synthetic import write_synthetic
+
+    prepared = load_prepared(write_synthetic(
+        tmp_path_factory.mktemp("prepared") / "wide", num_categories=9, num_items=45))
+    return save_untrained_bundle(prepared, tmp_path_factory.mktemp("bundles"), "untrained-wide",
+                                 seed=3)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key with every scope and the keys file that holds its hash."""
+
+    key: str
+    file: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a serving process needs to check it."""
+        return {"CCREC_API_KEYS_FILE": str(self.file)}
+
+
+@pytest.fixture(scope="session")
+def api_key(tmp_path_factory) -> ApiKey:
+    from serve.auth import Scope, append_key, new_key
+
+    key, record = new_key("tests", list(Scope))
+    path = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    append_key(path, record)
+    return ApiKey(key, path)
+
+
+@pytest.fixture(scope="session")
 def broker():
     """The embedded Kafka-protocol broker (Tansu) with the events topics."""
     from streaming.broker import EmbeddedBroker, KafkaSettings
@@ -70,12 +111,19 @@ def broker():
 
 @pytest.fixture(scope="session")
 def fuzz_config():
-    """Schemathesis settings: invalid data must get one of the API's 4xx answers (413 for
-    a body over the size limit, which the generator reaches with long lists)."""
+    """``fuzz_config(key)``: Schemathesis settings that call with ``key`` (and check that
+    the API refuses the same calls without it); invalid data must get one of the API's
+    4xx answers (401 for a request without the key, 413 for a body over the size limit,
+    which the generator reaches with long lists)."""
     from schemathesis.config import SchemathesisConfig
 
-    return SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
-        "expected-statuses": ["400", "405", "413", "422"]}}})
+    def config(key: str) -> SchemathesisConfig:
+        return SchemathesisConfig.from_dict({
+            "auth": {"openapi": {"bearerAuth": {"bearer": key}}},
+            "checks": {"negative_data_rejection": {
+                "expected-statuses": ["400", "401", "405", "413", "422"]}}})
+
+    return config
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +137,7 @@ def serve_instance(ray_cluster) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def serve_graph(serve_instance, synthetic):
+def serve_graph(serve_instance, synthetic, api_key):
     """The CCRec application on Serve for one test module (no bundle yet: not ready).
 
     Module scope: the application (and the CPU its replicas reserve) is gone
@@ -109,6 +157,7 @@ def serve_graph(serve_instance, synthetic):
         kwargs.setdefault("replicas", 1)
         kwargs.setdefault("features", {"source": "prepared", "path": str(synthetic.path)})
         kwargs.setdefault("bundle", None)
+        kwargs.setdefault("env", api_key.env)
         runtime.deploy(runtime.serve_config(port=port, **kwargs))
         wait_ready(url, path="/healthz")
 
@@ -118,9 +167,9 @@ def serve_graph(serve_instance, synthetic):
 
 
 @pytest.fixture
-def post():
-    """``post(url, path, body)``: one JSON POST."""
+def post(api_key):
+    """``post(url, path, body)``: one JSON POST with the API key."""
     def post(url: str, path: str, body) -> httpx.Response:
-        return httpx.post(url + path, json=body, timeout=30)
+        return httpx.post(url + path, json=body, timeout=30, headers=api_key.headers)
 
     return post

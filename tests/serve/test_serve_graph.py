@@ -1,9 +1,11 @@
-"""The Ray Serve graph: readiness before/after the model loads, the contract through
-Serve, and a hot reload under load with zero failed requests."""
+"""The Ray Serve graph: readiness before/after the model loads, the contract and the API keys
+through Serve, rollouts under load (a new user_config, a re-pointed `current` symlink) with
+zero failed requests and one model version per response, and a bundle that fails to load."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from ccrec.bundle import Bundle
+from ccrec.bundle import Bundle, UserRequest
 from serve.runtime import wait_ready
 
 pytestmark = pytest.mark.slow
@@ -29,14 +31,14 @@ def test_not_ready_until_a_bundle_is_loaded_then_ready(graph, bundles, post):
     before = httpx.get(url + "/readyz")
     assert before.status_code == 503 and before.json()["model"]["ready"] is False
     r = post(url, "/v1/recommendations", {"user_id": "1"})
-    assert r.status_code == 503 and "not ready" in r.json()["detail"]
+    assert r.status_code == 503 and r.json() == {"detail": "model not ready: retry shortly"}
     deploy(bundle=str(bundles[0]))
     wait_ready(url, timeout=120)
     ready = httpx.get(url + "/readyz").json()
     assert ready["model"]["version"] == "untrained-1" and ready["features"] is True
 
 
-def test_contract_through_serve(graph, bundles, synthetic, post):
+def test_contract_and_keys_through_serve(graph, bundles, synthetic, post, api_key):
     deploy, url = graph
     wait_ready(url, timeout=120)
     warm = post(url, "/v1/recommendations", {"user_id": "1", "k": 4})
@@ -55,57 +57,130 @@ def test_contract_through_serve(graph, bundles, synthetic, post):
     assert post(url, "/v1/recommendations", {"user_id": 3}).status_code == 422
     big = post(url, "/v1/recommendations", {"user_id": "1", "exclude": ["x" * 250] * 100})
     assert big.status_code == 413
-    metrics = httpx.get(url + "/metrics").text
+    metrics = httpx.get(url + "/metrics", headers=api_key.headers).text
     assert 'ccrec_stage_latency_seconds_count{stage="sampler"}' in metrics
+    # the Ingress replica reads the keys file of its environment
+    anonymous = httpx.post(url + "/v1/recommendations", json={"user_id": "1"})
+    assert anonymous.status_code == 401 and "www-authenticate" in anonymous.headers
+    assert httpx.get(url + "/metrics").status_code == 401
 
 
-async def _load(url: str, stop: asyncio.Event, concurrency: int = 4) -> list[tuple[int, str]]:
-    seen: list[tuple[int, str]] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+async def _load(url: str, headers: dict, stop: asyncio.Event, users: list[str],
+                concurrency: int = 4) -> list[tuple[str, int, dict]]:
+    """POSTs until ``stop``: (user, status, body) of every answer."""
+    seen: list[tuple[str, int, dict]] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         async def worker(i: int) -> None:
-            n = 0
+            n = i
             while not stop.is_set():
-                n += 1
-                r = await client.post("/v1/recommendations", json={"user_id": str((i + n) % 50)})
-                seen.append((r.status_code, r.json().get("model_version", r.text)))
+                user = users[n % len(users)]
+                n += concurrency
+                r = await client.post("/v1/recommendations", json={"user_id": user, "k": 3})
+                seen.append((user, r.status_code, r.json()))
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return seen
 
 
-def test_hot_reload_under_load_has_zero_failed_requests(graph, bundles):
+async def _serving(url: str, version: str, timeout: float = 120) -> None:
+    """Until /readyz says both stages serve ``version``."""
+    deadline = time.time() + timeout
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while time.time() < deadline:
+            r = await client.get("/readyz")
+            if r.status_code == 200 and r.json()["model"]["version"] == version:
+                return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} does not serve {version}: {r.json()}")
+
+
+def _references(synthetic, bundles: dict[str, object], users: list[str]) -> dict:
+    """(version, user) → the top-3 category ids that bundle alone ranks for the user."""
+    rows = synthetic.examples.drop_duplicates("user", keep="last").set_index("user")
+    out = {}
+    for version, path in bundles.items():
+        reference = Bundle.load(path).recommender()
+        for user in users:
+            row = rows.loc[int(user)]
+            request = UserRequest([int(c) for c in row.past_categories],
+                                  [[int(i) for i in ci] for ci in row.past_items],
+                                  [int(f) for f in row.user_features])
+            (top,) = reference.recommend_batch([request], 3)
+            out[version, user] = [c for c, _ in reference.names(top)]
+    return out
+
+
+def test_rollouts_under_load_never_fail_and_never_mix_versions(graph, bundles, wide_bundle,
+                                                               synthetic, api_key, tmp_path):
+    """Two bundles of different category counts (6 and 9): the graph follows a re-pointed
+    `current` symlink, then a user_config naming the other bundle, under load."""
     deploy, url = graph
+    current = tmp_path / "current"
+    current.symlink_to(bundles[0])
+    deploy(bundle=str(current))
     wait_ready(url, timeout=120)
+    users = [str(u) for u in range(0, 60, 3)]
+
+    def point(target) -> None:
+        link = tmp_path / "current.new"
+        link.symlink_to(target)
+        link.replace(current)  # atomic: what `ln -sfn new current.new && mv -T` does
 
     async def scenario():
         stop = asyncio.Event()
-        load = asyncio.create_task(_load(url, stop))
+        load = asyncio.create_task(_load(url, api_key.headers, stop, users))
+        await _serving(url, "untrained-1")
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(deploy, bundle=str(bundles[1]))  # user_config → reconfigure
-        deadline = time.time() + 120
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            while time.time() < deadline:
-                r = await client.get("/readyz")
-                if r.status_code == 200 and r.json()["model"]["version"] == "untrained-2":
-                    break
-                await asyncio.sleep(0.2)
+        point(wide_bundle)  # 1. roll out by re-pointing the symlink
+        await _serving(url, "untrained-wide")
+        await asyncio.sleep(1.0)
+        # 2. roll back by naming the other bundle in user_config (reconfigure in place)
+        await asyncio.to_thread(deploy, bundle=str(bundles[0]))
+        await _serving(url, "untrained-1")
         await asyncio.sleep(1.0)
         stop.set()
         return await load
 
     seen = asyncio.run(scenario())
-    failures = [s for s in seen if s[0] != 200]
+    failures = [(user, status, body) for user, status, body in seen if status != 200]
     assert not failures, failures[:5]
-    versions = [v for _, v in seen]
-    assert "untrained-1" in versions and versions[-1] == "untrained-2", versions[::10]
-    assert set(versions) <= {"untrained-1", "untrained-2"}
+    expected = _references(synthetic, {"untrained-1": bundles[0],
+                                       "untrained-wide": wide_bundle}, users)
+    versions = [body["model_version"] for _, _, body in seen]
+    # every answer is exactly what the version it names ranks alone: one version end to end
+    mixed = [(user, body) for user, _, body in seen
+             if [c["category_id"] for c in body["categories"]]
+             != expected[body["model_version"], user]]
+    assert not mixed, mixed[:5]
+    assert set(versions) == {"untrained-1", "untrained-wide"}
+    switches = sum(a != b for a, b in zip(versions, versions[1:], strict=False))
+    assert versions[0] == versions[-1] == "untrained-1" and switches >= 2, len(seen)
 
 
-def test_fuzz_through_serve_never_answers_5xx(graph, fuzz_config):
-    """A few schema-generated requests (valid and invalid) through the Serve graph."""
-    _, url = graph
+def test_a_bundle_that_fails_to_load_is_never_reported_ready(graph, bundles, tmp_path, post):
+    deploy, url = graph
+    deploy(bundle=str(bundles[0]))
     wait_ready(url, timeout=120)
-    schema = schemathesis.openapi.from_url(url + "/openapi.json", config=fuzz_config)
+    broken = tmp_path / "broken"
+    shutil.copytree(bundles[1], broken)
+    (broken / "sampler.safetensors").write_bytes(b"not weights")
+    deploy(bundle=str(broken))
+    status = httpx.get(url + "/readyz").json()
+    assert status["ready"] is True and status["model"]["version"] == "untrained-1"
+    assert status["model"]["error"] == ("bundle broken did not load (BundleError); "
+                                        "still serving untrained-1")
+    assert str(tmp_path) not in httpx.get(url + "/readyz").text
+    assert post(url, "/v1/recommendations", {"user_id": "1"}).json()["model_version"] == \
+        "untrained-1"
+
+
+def test_fuzz_through_serve_never_answers_5xx(graph, bundles, fuzz_config, api_key):
+    """A few schema-generated requests (valid and invalid) through the Serve graph."""
+    deploy, url = graph
+    deploy(bundle=str(bundles[0]))
+    wait_ready(url, timeout=120)
+    schema = schemathesis.openapi.from_url(url + "/openapi.json",
+                                           config=fuzz_config(api_key.key))
     operation = schema["/v1/recommendations"]["POST"]
 
     @given(case=operation.as_strategy())

@@ -17,7 +17,8 @@ from streaming.local import LocalLoop, click_to_refresh
 pytestmark = pytest.mark.slow
 
 
-def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles, tmp_path, post):
+def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles, tmp_path, post,
+                                                 api_key):
     deploy, url = serve_graph
     prepared, bundle = synthetic, bundles[0]
     vocab = prepared.vocab
@@ -37,7 +38,8 @@ def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles
                   for n, i in enumerate(items)]
 
         async def run():
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=30,
+                                         headers=api_key.headers) as client:
                 return [await click_to_refresh(client, c, timeout=90) for c in clicks]
 
         results = asyncio.run(run())

@@ -4,6 +4,8 @@ split, it must rank exactly as the one-call cascade (``CCRec.score_tensors``) do
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 
 import pytest
 
@@ -11,8 +13,6 @@ from ccrec.bundle import Bundle, UserRequest
 from serve.features import MemoryFeatures, Popularity, UserFeatures
 from serve.pipeline import (
     ColdStart,
-    ModelSlot,
-    ModelStatus,
     Pipeline,
     Ranked,
     SampleRequest,
@@ -21,6 +21,7 @@ from serve.pipeline import (
     ScorerStage,
     Shortlist,
 )
+from serve.slots import ModelNotReady, ModelSlots, ModelStatus
 
 
 def _users(prepared) -> list[UserRequest]:
@@ -30,20 +31,20 @@ def _users(prepared) -> list[UserRequest]:
             for r in prepared.examples.itertuples()]
 
 
-def _rank(slot: ModelSlot, users: list[UserRequest], k: int,
+def _rank(slot: ModelSlots, users: list[UserRequest], k: int,
           exclude: tuple[str, ...] = ()) -> list[Ranked]:
     """Both stages on one batch each, as @serve.batch would send them."""
     sampled = SamplerStage(slot).sample_many(
         [SampleRequest(UserRequest(u.past_categories, None, u.user_features), k, exclude)
          for u in users])
     assert all(isinstance(s, Shortlist) for s in sampled)
-    return ScorerStage(slot).score_many(
-        [ScoreRequest(u, s, k) for u, s in zip(users, sampled, strict=True)])
+    return asyncio.run(ScorerStage(slot).score_many(
+        [ScoreRequest(u, s, k) for u, s in zip(users, sampled, strict=True)]))
 
 
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_split_stages_rank_like_the_one_call_cascade(synthetic, bundles, k):
-    slot = ModelSlot(bundles[0])
+    slot = ModelSlots(bundles[0])
     reference = Bundle.load(bundles[0]).recommender()
     users = _users(synthetic)
     ranked = _rank(slot, users, k)
@@ -67,7 +68,7 @@ def test_short_pasts_fill_k_from_the_tail_in_m1_order(synthetic, bundles):
 
 
 def test_excluded_categories_never_come_back_and_the_rest_keep_their_order(synthetic, bundles):
-    slot = ModelSlot(bundles[0])
+    slot = ModelSlots(bundles[0])
     reference = Bundle.load(bundles[0]).recommender()
     users = _users(synthetic)[:8]
     full = _rank(slot, users, 6)
@@ -81,8 +82,8 @@ def test_excluded_categories_never_come_back_and_the_rest_keep_their_order(synth
 
 
 def test_cold_start_ranks_the_bundle_popularity_or_live_popularity(bundles):
-    slot = ModelSlot(bundles[0])
-    rec = slot.require().recommender
+    slot = ModelSlots(bundles[0])
+    rec = slot.current().recommender
     prior = rec.popularity()  # M1 on an empty history
     assert prior[1:].sum().item() == pytest.approx(1.0, abs=1e-5)
     order = [f"c{int(c)}" for c in prior[1:].argsort(descending=True) + 1]
@@ -108,10 +109,12 @@ def test_popularity_prior_is_normalised_over_known_categories():
 
 
 def test_a_broken_bundle_keeps_the_old_one_serving(bundles, tmp_path):
-    slot = ModelSlot(bundles[0])
+    slot = ModelSlots(bundles[0])
     assert not slot.load(tmp_path)  # not a bundle directory
     assert slot.status() == ModelStatus(True, "untrained-1", slot.error)
-    assert "incomplete bundle" in slot.error
+    # what failed, without the exception text or the path (the status goes to clients)
+    assert slot.error == (f"bundle {tmp_path.name} did not load (BundleError); "
+                          "still serving untrained-1")
     assert slot.load(bundles[1]) and slot.status() == ModelStatus(True, "untrained-2", None)
 
 
@@ -122,7 +125,7 @@ def test_two_stage_versions_show_in_the_combined_status():
 
 
 def test_pipeline_sends_item_lists_only_to_the_scorer(synthetic, bundles):
-    slot = ModelSlot(bundles[0])
+    slot = ModelSlots(bundles[0])
     sampler, scorer = SamplerStage(slot), ScorerStage(slot)
     user = _users(synthetic)[0]
     hops: list = []
@@ -133,7 +136,7 @@ def test_pipeline_sends_item_lists_only_to_the_scorer(synthetic, bundles):
 
     async def score(request):
         hops.append(request)
-        return scorer.score_many([request])[0]
+        return (await scorer.score_many([request]))[0]
 
     async def status():
         return slot.status()
@@ -153,8 +156,6 @@ def test_pipeline_sends_item_lists_only_to_the_scorer(synthetic, bundles):
 
 
 def test_memory_features_keep_each_users_latest_example(synthetic, tmp_path):
-    import shutil
-
     import pandas as pd
 
     path = shutil.copytree(synthetic.path, tmp_path / "prepared")
@@ -168,3 +169,85 @@ def test_memory_features_keep_each_users_latest_example(synthetic, tmp_path):
     user = MemoryFeatures.from_prepared(path).read_many(["1"])[0]
     assert user.user.past_categories == [int(c) for c in latest["past_categories"]]
     assert user.last_timestamp == int(latest["last_timestamp"])
+
+
+# --- bundles by version: one version per response, symlink rollouts, failed loads ----------
+def _warm_requests(synthetic, k: int = 3) -> tuple[list[UserRequest], list[SampleRequest]]:
+    users = _users(synthetic)[:12]
+    return users, [SampleRequest(UserRequest(u.past_categories, None, u.user_features), k)
+                   for u in users]
+
+
+def _expected(bundle, users: list[UserRequest], k: int = 3) -> list[list[str]]:
+    reference = Bundle.load(bundle).recommender()
+    return [[c for c, _ in reference.names(r)] for r in reference.recommend_batch(users, k)]
+
+
+def test_the_scorer_scores_with_the_version_that_sampled(synthetic, bundles, wide_bundle):
+    """Sampler and Scorer on different versions (6 and 9 categories): each request is ranked
+    by one bundle end to end, whichever the Scorer held."""
+    users, requests = _warm_requests(synthetic)
+    sampler_slots, scorer_slots = ModelSlots(bundles[0]), ModelSlots(bundles[0])
+    sampler, scorer = SamplerStage(sampler_slots), ScorerStage(scorer_slots)
+    narrow = sampler.sample_many(requests)
+    assert sampler_slots.load(wide_bundle)  # the Sampler switches first
+    wide = sampler.sample_many(requests)
+    assert {s.version for s in wide} == {"untrained-wide"}
+    assert scorer_slots.held("untrained-wide") is None
+    # one batch mixing both versions: the Scorer loads the wide bundle from the Shortlist's path
+    mixed = asyncio.run(scorer.score_many(
+        [ScoreRequest(u, s, 3) for u, s in zip(users + users, narrow + wide, strict=True)]))
+    assert [r.version for r in mixed] == ["untrained-1"] * 12 + ["untrained-wide"] * 12
+    assert [r.categories for r in mixed[:12]] == _expected(bundles[0], users)
+    assert [r.categories for r in mixed[12:]] == _expected(wide_bundle, users)
+    assert scorer_slots.status().version == "untrained-1"  # fetched, not switched to
+
+
+def test_a_stage_keeps_the_previous_version_and_drops_older_ones(bundles, wide_bundle):
+    slots = ModelSlots(bundles[0])
+    assert slots.load(bundles[1])
+    assert slots.held("untrained-1") and slots.current().version == "untrained-2"
+    assert slots.load(wide_bundle)
+    assert slots.held("untrained-1") is None  # older than the previous one: dropped
+    assert slots.held("untrained-2") and slots.current().version == "untrained-wide"
+    assert slots.fetch("untrained-1", str(bundles[0])).version == "untrained-1"
+    assert slots.current().version == "untrained-wide"  # a fetch is never served as current
+    with pytest.raises(ModelNotReady, match="untrained-9 is not available"):
+        slots.fetch("untrained-9", str(bundles[0]))  # the path holds another version
+
+
+def test_re_pointing_the_current_symlink_rolls_out_and_a_broken_target_does_not(
+        bundles, wide_bundle, tmp_path):
+    current = tmp_path / "current"
+    current.symlink_to(bundles[0])
+    slots = ModelSlots(current, watch_s=0.05)
+    try:
+        assert slots.status() == ModelStatus(True, "untrained-1")
+
+        def point(target) -> None:
+            link = tmp_path / "current.new"
+            link.symlink_to(target)
+            link.replace(current)  # atomic, as `ln -sfn` + mv
+
+        def settles(version: str) -> ModelStatus:
+            deadline = time.monotonic() + 30
+            while slots.status().version != version and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return slots.status()
+
+        point(wide_bundle)
+        assert settles("untrained-wide") == ModelStatus(True, "untrained-wide")
+        broken = tmp_path / "broken"
+        shutil.copytree(bundles[1], broken)
+        (broken / "scorer.safetensors").write_bytes(b"not weights")
+        point(broken)
+        deadline = time.monotonic() + 30
+        while slots.error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # never ready for the broken version: the old one serves, the failure is reported
+        assert slots.status() == ModelStatus(True, "untrained-wide", slots.error)
+        assert slots.error.startswith("bundle broken did not load (BundleError)")
+        point(bundles[1])
+        assert settles("untrained-2") == ModelStatus(True, "untrained-2")
+    finally:
+        slots.close()
