@@ -73,9 +73,11 @@ def wide_bundle(tmp_path_factory) -> Path:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """A key with every scope and the keys file that holds its hash."""
+    """A key with every scope, one with recommendations:read only, and the keys file that
+    holds their hashes."""
 
     key: str
+    limited: str
     file: Path
 
     @property
@@ -93,9 +95,11 @@ def api_key(tmp_path_factory) -> ApiKey:
     from serve.auth import Scope, append_key, new_key
 
     key, record = new_key("tests", list(Scope))
+    limited, limited_record = new_key("reader", [Scope.RECOMMENDATIONS_READ])
     path = tmp_path_factory.mktemp("keys") / "keys.yaml"
     append_key(path, record)
-    return ApiKey(key, path)
+    append_key(path, limited_record)
+    return ApiKey(key, limited, path)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ zero failed requests and one model version per response, and a bundle that fails
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from ccrec.bundle import Bundle, UserRequest
 from serve.runtime import wait_ready
+from serve.sweep import sweep
 
 pytestmark = pytest.mark.slow
 
@@ -189,3 +191,12 @@ def test_fuzz_through_serve_never_answers_5xx(graph, bundles, fuzz_config, api_k
         case.call_and_validate()
 
     run()
+
+
+def test_every_bad_request_through_serve_gets_a_4xx(graph, bundles, broker, api_key):
+    deploy, url = graph
+    deploy(bundle=str(bundles[0]), kafka=broker)
+    wait_ready(url, timeout=120)
+    result = sweep(url, api_key.key, api_key.limited)
+    print(json.dumps(result.summary(), indent=1))
+    assert result.failures == [], result.summary()

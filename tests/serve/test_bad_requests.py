@@ -1,0 +1,74 @@
+"""The bad-request sweep (serve.sweep) against the single-process host behind a real HTTP
+server (uvicorn, as `ccrec serve plain`): bad auth, bad JSON, wrong types, bad timestamps,
+huge and chunked bodies, unknown routes and methods, malformed HTTP. Every case is a 4xx,
+no answer shows internals. (Through Serve: test_serve_graph.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+from click.testing import CliRunner
+
+from serve.api import Clicks
+from serve.auth import Authenticator, Scope, new_key
+from serve.features import MemoryFeatures
+from serve.plain import PlainHost
+from serve.runtime import free_port
+from serve.sweep import LEAK, cases, sweep
+
+KEY, RECORD = new_key("sweep", list(Scope))
+LIMITED, LIMITED_RECORD = new_key("reader", [Scope.RECOMMENDATIONS_READ])
+
+
+@pytest.fixture(scope="module")
+def url(bundles, broker):
+    auth = Authenticator({RECORD.id: RECORD, LIMITED_RECORD.id: LIMITED_RECORD})
+    host = PlainHost(bundles[0], MemoryFeatures(), Clicks(broker), auth=auth)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(host.app, host="127.0.0.1", port=port,
+                                           log_level="error", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_every_bad_request_gets_a_4xx_and_no_internals(url):
+    result = sweep(url, KEY, LIMITED)
+    summary = result.summary()
+    print(json.dumps(summary, indent=1))
+    assert result.failures == [], summary
+    assert summary["cases"] == len(cases(KEY, LIMITED)) >= 150
+    # each kind of refusal happens: auth, scope, route, method, size, body, validation
+    assert {"400", "401", "403", "404", "405", "413", "422"} <= set(summary["by_status"])
+
+
+def test_the_sweep_counts_what_is_not_a_4xx():
+    """The sweep is a check that can fail: a 5xx, a dropped connection and a leaked
+    traceback each count."""
+    from serve.sweep import SweepResult
+
+    result = SweepResult({"a": 422, "b": 500, "c": 0, "d": 404}, ["d"])
+    assert result.failures == ["b", "c", "d"]
+    assert result.summary()["5xx"] == 1 and result.summary()["no_answer"] == 1
+    assert LEAK.search('File "/app/serve/api.py", line 3') and not LEAK.search(
+        '{"detail": [{"loc": ["body", "k"], "msg": "Input should be a valid integer"}]}')
+
+
+def test_cli_sweeps_a_running_api(url, monkeypatch):
+    from serve.cli import serve
+
+    monkeypatch.setenv("SWEEP_KEY", KEY)
+    ok = CliRunner().invoke(serve, ["sweep", "--url", url, "--key-env", "SWEEP_KEY"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["5xx"] == 0
+    missing = CliRunner().invoke(serve, ["sweep", "--url", url, "--key-env", "NO_SUCH_VAR"])
+    assert missing.exit_code == 2 and "NO_SUCH_VAR" in missing.output
