@@ -36,6 +36,7 @@ K8S_ROOTS = [
     "io.k8s.api.batch.v1.Job",
     "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
     "io.k8s.api.policy.v1.PodDisruptionBudget",
+    "io.k8s.api.networking.v1.NetworkPolicy",
     "io.k8s.api.core.v1.PodTemplateSpec",
     "io.k8s.api.core.v1.ResourceRequirements",
     "io.k8s.api.core.v1.EnvVar",
@@ -106,11 +107,17 @@ def _close_objects(node) -> None:
 
 
 def vendor_keda() -> None:
+    from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
+
+    for model in (ScaledObject, TriggerAuthentication):
+        _vendor_keda_kind(model)
+
+
+def _vendor_keda_kind(model) -> None:
     from importlib.metadata import version
 
-    from cloudcoil.models.keda.v1alpha1 import ScaledObject
-
-    schema = ScaledObject.model_json_schema(by_alias=True, mode="validation")
+    kind = model.__name__
+    schema = model.model_json_schema(by_alias=True, mode="validation")
     defs = schema["$defs"]
     # Object metadata is validated by the vendored Kubernetes schema instead.
     for key in ["ObjectMeta", "ManagedFieldsEntry", "OwnerReference", "FieldsV1", "Time"]:
@@ -118,7 +125,7 @@ def vendor_keda() -> None:
     object_meta = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
     schema["properties"]["metadata"] = {"$ref": f"{K8S_FILE.name}#/$defs/{object_meta}"}
     schema["properties"]["apiVersion"] = {"const": "keda.sh/v1alpha1"}
-    schema["properties"]["kind"] = {"const": "ScaledObject"}
+    schema["properties"]["kind"] = {"const": kind}
     schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "spec"})
     _close_objects(schema)
     schema = {
@@ -128,7 +135,7 @@ def vendor_keda() -> None:
         "regenerate with deploy/schemas/vendor.py",
         **schema,
     }
-    out = HERE / "crds" / "keda.sh" / "scaledobject-v1alpha1.json"
+    out = HERE / "crds" / "keda.sh" / f"{kind.lower()}-v1alpha1.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
     print(f"{out}: {len(defs)} definitions")
