@@ -18,9 +18,12 @@ ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}; $$ escapes a dollar.
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 VAR = re.compile(rf"\$\$|\$\{{({NAME})(?:(:?[-?])([^}}]*))?\}}|\$({NAME})")
-# Official images the compose file may pull, each with a pinned version tag.
+# Official images the compose file may pull, each with a version tag and the digest.
 OFFICIAL = {"apache/kafka", "redis", "postgres", "rayproject/ray"}
 PINNED_TAG = re.compile(r"^\d+(\.\d+)+([-.][\w.]+)?$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: Variables without a default: the secrets, which .env must set.
+SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "KAFKA_CLIENT_PASSWORD"}
 
 
 def _env_example() -> dict[str, str]:
@@ -124,9 +127,10 @@ def test_every_variable_is_defined_or_has_a_default() -> None:
 def test_without_an_env_file_only_secrets_are_missing() -> None:
     # With no .env at all, only the variables without defaults are required.
     required = {name for name, default in _uses(COMPOSE.read_text()) if default is None}
-    assert required == {"POSTGRES_PASSWORD"}
-    config = _config({"POSTGRES_PASSWORD": "x"})
-    assert config["services"]["kafka"]["image"] == "apache/kafka:3.9.1"
+    assert required == SECRETS
+    config = _config(dict.fromkeys(SECRETS, "x"))
+    assert config["services"]["kafka"]["image"] == _env_example()["KAFKA_IMAGE"]
+    assert config["services"]["kafka"]["image"].startswith("apache/kafka:3.9.1@sha256:")
 
 
 def test_images_are_built_here_or_pinned_official_images() -> None:
@@ -143,9 +147,11 @@ def test_images_are_built_here_or_pinned_official_images() -> None:
             assert build["dockerfile"] == "deploy/Dockerfile"
             built.add(image)
             continue
-        repo, _, tag = image.rpartition(":")
+        reference, _, digest = image.partition("@")
+        repo, _, tag = reference.rpartition(":")
         assert repo in OFFICIAL, f"service {name}: {image} is neither built here nor official"
         assert PINNED_TAG.match(tag), f"service {name}: {image} is not pinned to a version"
+        assert DIGEST.match(digest), f"service {name}: {image} is not pinned by digest"
     assert built == {"ccrec:0.1.0"}
 
 
@@ -157,7 +163,10 @@ def test_services_are_wired() -> None:
         for dep in service.get("depends_on", {}):
             assert dep in services, (name, dep)
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in config["volumes"], (name, volume)
+            source = volume.split(":")[0]
+            # a named volume, or a directory make-secrets.sh writes, mounted read-only
+            assert source in config["volumes"] or (
+                source.startswith("./secrets/") and volume.endswith(":ro")), (name, volume)
     # KRaft: one node that is both broker and controller, no ZooKeeper.
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -180,8 +189,8 @@ def test_services_are_wired() -> None:
     feast_cmd = services["feast-apply"]["command"]
     yaml_arg = feast_cmd[feast_cmd.index("--feature-store-yaml") + 1]
     assert (REPO / "features" / yaml_arg).resolve() == DEPLOY / "feast" / "feature_store.yaml"
-    # Ports published on the host: Serve HTTP and the Ray dashboard on the head.
-    assert "8000:8000" in services["ray-head"]["ports"]
+    # Ports published on the host's loopback only: Serve HTTP on the head.
+    assert services["ray-head"]["ports"] == ["127.0.0.1:8000:8000"]
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
