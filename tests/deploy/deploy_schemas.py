@@ -9,6 +9,7 @@ of KubeRay, Strimzi and KEDA. A kind without a vendored schema fails.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,11 @@ DEPLOY = REPO / "deploy"
 K8S_DIR = DEPLOY / "k8s"
 SCHEMAS = DEPLOY / "schemas"
 K8S_SCHEMA = "kubernetes-v1.33-strict.json"
+COMPOSE = DEPLOY / "compose" / "compose.yaml"
+ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}; $$ escapes a dollar.
+NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+VAR = re.compile(rf"\$\$|\$\{{({NAME})(?:(:?[-?])([^}}]*))?\}}|\$({NAME})")
 
 
 @dataclass(frozen=True)
@@ -126,3 +132,49 @@ def validation_errors(body: dict[str, Any]) -> list[str]:
 
 def find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
     return [m for m in manifests if m.kind == kind and (name is None or m.name == name)]
+
+
+# ---- docker compose: the file as compose reads it ---------------------------------------
+
+
+def env_example() -> dict[str, str]:
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: not KEY=VALUE: {line!r}"
+            env[key.strip()] = value.strip()
+    return env
+
+
+def interpolate(node, env: dict[str, str]):
+    """Substitute variables in every value, as compose does; a value that was one
+    whole ${...} is read as a YAML scalar again (compose casts "2" to 2)."""
+    if isinstance(node, dict):
+        return {k: interpolate(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env) for v in node]
+    if not isinstance(node, str):
+        return node
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(4)
+        if name in env and (env[name] or m.group(2) not in {":-", ":?"}):
+            return env[name]
+        if m.group(2) in {"-", ":-"}:
+            return m.group(3)
+        raise KeyError(name)
+
+    value = VAR.sub(sub, node)
+    if VAR.fullmatch(node) and node != "$$":
+        return yaml.safe_load(value) if value else value
+    return value
+
+
+def compose_config(env: dict[str, str] | None = None) -> dict:
+    """deploy/compose/compose.yaml with ``env`` (default .env.example) substituted."""
+    raw = yaml.safe_load(COMPOSE.read_text())
+    return interpolate(raw, env_example() if env is None else env)

@@ -11,30 +11,16 @@ import subprocess
 import jsonschema
 import pytest
 import yaml
-from deploy_schemas import DEPLOY, REPO, SCHEMAS
+from deploy_schemas import DEPLOY, REPO, SCHEMAS, VAR, compose_config, env_example
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}; $$ escapes a dollar.
-NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-VAR = re.compile(rf"\$\$|\$\{{({NAME})(?:(:?[-?])([^}}]*))?\}}|\$({NAME})")
 # Official images the compose file may pull, each with a version tag and the digest.
 OFFICIAL = {"apache/kafka", "redis", "postgres", "rayproject/ray"}
 PINNED_TAG = re.compile(r"^\d+(\.\d+)+([-.][\w.]+)?$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Variables without a default: the secrets, which .env must set.
-SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "KAFKA_CLIENT_PASSWORD"}
-
-
-def _env_example() -> dict[str, str]:
-    env = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f".env.example: not KEY=VALUE: {line!r}"
-            env[key.strip()] = value.strip()
-    return env
+SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "KAFKA_CLIENT_PASSWORD", "RAY_AUTH_TOKEN"}
 
 
 def _strings(node):
@@ -61,56 +47,25 @@ def _uses(text: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _interpolate(node, env: dict[str, str]):
-    """Substitute variables in every value, as compose does; a value that was one
-    whole ${...} is read as a YAML scalar again (compose casts "2" to 2)."""
-    if isinstance(node, dict):
-        return {k: _interpolate(v, env) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_interpolate(v, env) for v in node]
-    if not isinstance(node, str):
-        return node
-
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1) or m.group(4)
-        if name in env and (env[name] or m.group(2) not in {":-", ":?"}):
-            return env[name]
-        if m.group(2) in {"-", ":-"}:
-            return m.group(3)
-        raise KeyError(name)
-
-    value = VAR.sub(sub, node)
-    if VAR.fullmatch(node) and node != "$$":
-        return yaml.safe_load(value) if value else value
-    return value
-
-
-def _config(env: dict[str, str] | None = None) -> dict:
-    raw = yaml.safe_load(COMPOSE.read_text())
-    return _interpolate(raw, _env_example() if env is None else env)
-
-
 def test_compose_parses_and_follows_the_compose_spec() -> None:
     raw = yaml.safe_load(COMPOSE.read_text())
     assert isinstance(raw, dict) and raw["services"]
     schema = json.loads((SCHEMAS / "compose" / "compose-spec.json").read_text())
     validator = jsonschema.Draft201909Validator(schema)
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in validator.iter_errors(_config())]
+              for e in validator.iter_errors(compose_config())]
     assert not errors, "\n".join(errors)
 
 
 def test_a_broken_compose_field_fails_the_spec() -> None:
     schema = json.loads((SCHEMAS / "compose" / "compose-spec.json").read_text())
-    config = _config()
+    config = compose_config()
     config["services"]["stream"]["deploy"]["replica"] = 2
     assert list(jsonschema.Draft201909Validator(schema).iter_errors(config))
 
 
 def test_every_variable_is_defined_or_has_a_default() -> None:
-    env = _env_example()
+    env = env_example()
     uses = _uses(COMPOSE.read_text())
     assert uses
     missing = sorted({name for name, default in uses if default is None and name not in env})
@@ -128,13 +83,13 @@ def test_without_an_env_file_only_secrets_are_missing() -> None:
     # With no .env at all, only the variables without defaults are required.
     required = {name for name, default in _uses(COMPOSE.read_text()) if default is None}
     assert required == SECRETS
-    config = _config(dict.fromkeys(SECRETS, "x"))
-    assert config["services"]["kafka"]["image"] == _env_example()["KAFKA_IMAGE"]
+    config = compose_config(dict.fromkeys(SECRETS, "x"))
+    assert config["services"]["kafka"]["image"] == env_example()["KAFKA_IMAGE"]
     assert config["services"]["kafka"]["image"].startswith("apache/kafka:3.9.1@sha256:")
 
 
 def test_images_are_built_here_or_pinned_official_images() -> None:
-    config = _config()
+    config = compose_config()
     built = set()
     for name, service in config["services"].items():
         image = service.get("image")
@@ -156,7 +111,7 @@ def test_images_are_built_here_or_pinned_official_images() -> None:
 
 
 def test_services_are_wired() -> None:
-    config = _config()
+    config = compose_config()
     services = config["services"]
     assert {"kafka", "redis", "ray-head", "ray-worker", "stream", "serve"} <= set(services)
     for name, service in services.items():

@@ -239,6 +239,8 @@ def test_compose_containers_are_hardened_and_publish_on_loopback(compose) -> Non
             assert "/tmp" in service["tmpfs"], name
     head = services["ray-head"]["command"]
     assert "--dashboard-host=127.0.0.1" in head
+    ray = services["ray-head"]["environment"]
+    assert ray["RAY_AUTH_MODE"] == "token" and ray["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN}"
     assert not any(p.endswith(":8265") for p in services["ray-head"].get("ports", []))
 
 
