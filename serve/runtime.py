@@ -130,3 +130,29 @@ def deploy(config: dict, timeout: float = 300.0) -> None:
             raise RuntimeError(f"Serve deploy failed: {apps}")
         time.sleep(0.5)
     raise TimeoutError(f"Serve applications {names} not running after {timeout:.0f}s")
+
+
+def with_bundle(config: dict, bundle: str, stages: tuple[str, ...] = ("Sampler", "Scorer")
+                ) -> dict:
+    """``config`` with ``bundle`` as the user_config bundle of ``stages``."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for deployment in config["applications"][0]["deployments"]:
+        if deployment["name"] in stages:
+            deployment.setdefault("user_config", {})["bundle"] = str(bundle)
+    return config
+
+
+def roll_out(config: dict, bundle: str, timeout: float = 300.0) -> dict:
+    """Serve ``bundle`` on the running application ``config`` describes, in two in-place
+    steps: every Scorer replica loads it (keeping the version it had), then the Sampler
+    switches. Each answer is one version's either way (:mod:`serve.slots`); this order
+    also spares the first requests of the new version a load in the Scorer.
+
+    Returns the config now deployed.
+    """
+    deploy(with_bundle(config, bundle, ("Scorer",)), timeout)
+    rolled = with_bundle(config, bundle)
+    deploy(rolled, timeout)
+    return rolled

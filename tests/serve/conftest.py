@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from untrained import save_untrained_bundle
 
 from serve.runtime import apply_fast_path, free_port, wait_ready
 
 apply_fast_path()
-
-DEBUG_CONFIG = Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -27,27 +26,6 @@ def synthetic(tmp_path_factory):
     from ccrec.data.synthetic import write_synthetic
 
     return load_prepared(write_synthetic(tmp_path_factory.mktemp("prepared") / "synthetic"))
-
-
-def save_untrained_bundle(prepared, root: Path, version: str, seed: int) -> Path:
-    """A real ccrec bundle with random weights: the debug config on ``prepared``'s vocabulary."""
-    import torch
-
-    from ccrec.bundle import save_bundle
-    from ccrec.config import load
-    from ccrec.models.cascade import CascadeConfig, CCRec
-    from ccrec.models.encoder import CategoryVAE
-    from ccrec.models.sampler import MLESampler
-    from ccrec.models.scorer import PrecisionScorer
-
-    config = load(CascadeConfig, DEBUG_CONFIG, [])
-    num_categories = prepared.num_categories
-    torch.manual_seed(seed)
-    encoder = CategoryVAE(prepared.feature_cardinalities, num_categories, config.encoder)
-    model = CCRec(MLESampler(num_categories, config.max_past, config.sampler), encoder,
-                  PrecisionScorer(num_categories, config.encoder.latent_dim, config.scorer),
-                  config.candidates)
-    return save_bundle(model, config, prepared.vocab, root, dataset="synthetic", version=version)
 
 
 @pytest.fixture(scope="session")
@@ -148,8 +126,8 @@ def serve_graph(serve_instance, synthetic, api_key):
     before the Ray Train and Tune tests of the same session need the CPUs.
 
     Yields ``deploy(**serve_config_kwargs)``, which applies serve_config.yaml with those
-    settings the way ``serve deploy`` does (only user_config changes: in place), and
-    the proxy URL.
+    settings the way ``serve deploy`` does (only user_config changes: in place;
+    ``deploy.config()`` is the config deployed last), and the proxy URL.
     """
     from ray import serve
 
@@ -162,8 +140,11 @@ def serve_graph(serve_instance, synthetic, api_key):
         kwargs.setdefault("features", {"source": "prepared", "path": str(synthetic.path)})
         kwargs.setdefault("bundle", None)
         kwargs.setdefault("env", api_key.env)
-        runtime.deploy(runtime.serve_config(port=port, **kwargs))
+        deploy.last = runtime.serve_config(port=port, **kwargs)
+        runtime.deploy(deploy.last)
         wait_ready(url, path="/healthz")
+
+    deploy.config = lambda: deploy.last  # the config deployed last
 
     deploy()
     yield deploy, url

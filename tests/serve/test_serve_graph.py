@@ -15,6 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from ccrec.bundle import Bundle, UserRequest
+from serve import runtime
 from serve.runtime import wait_ready
 from serve.sweep import sweep
 
@@ -136,8 +137,9 @@ def test_rollouts_under_load_never_fail_and_never_mix_versions(graph, bundles, w
         point(wide_bundle)  # 1. roll out by re-pointing the symlink
         await _serving(url, "untrained-wide")
         await asyncio.sleep(1.0)
-        # 2. roll back by naming the other bundle in user_config (reconfigure in place)
-        await asyncio.to_thread(deploy, bundle=str(bundles[0]))
+        # 2. roll back by naming the other bundle in user_config (reconfigure in place):
+        # serve.runtime.roll_out, Scorer first
+        await asyncio.to_thread(runtime.roll_out, deploy.config(), str(bundles[0]))
         await _serving(url, "untrained-1")
         await asyncio.sleep(1.0)
         stop.set()
