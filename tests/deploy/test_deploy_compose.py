@@ -143,7 +143,9 @@ def test_services_are_wired() -> None:
     assert (REPO / "deploy/serve/serve_config.yaml").is_file()
     feast_cmd = services["feast-apply"]["command"]
     yaml_arg = feast_cmd[feast_cmd.index("--feature-store-yaml") + 1]
-    assert (REPO / "features" / yaml_arg).resolve() == DEPLOY / "feast" / "feature_store.yaml"
+    # Feast resolves --feature-store-yaml from the working directory (the image's /app, the
+    # repository root), not from --chdir
+    assert (REPO / yaml_arg).resolve() == DEPLOY / "feast" / "feature_store.yaml"
     # Ports published on the host's loopback only: Serve HTTP on the head.
     assert services["ray-head"]["ports"] == ["127.0.0.1:8000:8000"]
 
