@@ -134,6 +134,18 @@ def find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[
     return [m for m in manifests if m.kind == kind and (name is None or m.name == name)]
 
 
+def ray_clusters(manifests: list[Manifest]):
+    """(manifest, RayCluster spec) of every Ray cluster: RayClusters, the clusters RayJobs
+    bring, the RayService's."""
+    for m in find(manifests, "RayCluster"):
+        yield m, m.body["spec"]
+    for m in find(manifests, "RayJob"):
+        if "rayClusterSpec" in m.body["spec"]:
+            yield m, m.body["spec"]["rayClusterSpec"]
+    for m in find(manifests, "RayService"):
+        yield m, m.body["spec"]["rayClusterConfig"]
+
+
 # ---- docker compose: the file as compose reads it ---------------------------------------
 
 

@@ -18,6 +18,7 @@ from deploy_schemas import (
     Manifest,
     find,
     load_manifests,
+    ray_clusters,
     schema_registry,
     validation_errors,
 )
@@ -238,20 +239,10 @@ def test_stream_worker_scales_on_the_interactions_lag() -> None:
     assert 1 <= scaled.body["spec"]["minReplicaCount"] <= scaled.body["spec"]["maxReplicaCount"]
 
 
-def _cluster_specs():
-    for m in find(MANIFESTS, "RayCluster"):
-        yield m, m.body["spec"]
-    for m in find(MANIFESTS, "RayJob"):
-        if "rayClusterSpec" in m.body["spec"]:
-            yield m, m.body["spec"]["rayClusterSpec"]
-    for m in find(MANIFESTS, "RayService"):
-        yield m, m.body["spec"]["rayClusterConfig"]
-
-
 def test_ray_clusters_autoscale_within_an_elastic_range() -> None:
     constraints = (REPO / "constraints.txt").read_text()
     ray_version = re.search(r"^ray==(\S+)$", constraints, re.M).group(1)
-    for m, spec in _cluster_specs():
+    for m, spec in ray_clusters(MANIFESTS):
         assert spec["enableInTreeAutoscaling"] is True, m.id
         assert spec["rayVersion"] == ray_version, m.id
         assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", m.id

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-from deploy_schemas import DEPLOY, find, load_manifests
+from deploy_schemas import DEPLOY, find, load_manifests, ray_clusters
 
 MANIFESTS = load_manifests()
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
@@ -36,16 +36,6 @@ def _pod_specs():
 PODS = list(_pod_specs())
 
 
-def _ray_clusters():
-    for m in find(MANIFESTS, "RayCluster"):
-        yield m, m.body["spec"]
-    for m in find(MANIFESTS, "RayJob"):
-        if "rayClusterSpec" in m.body["spec"]:
-            yield m, m.body["spec"]["rayClusterSpec"]
-    for m in find(MANIFESTS, "RayService"):
-        yield m, m.body["spec"]["rayClusterConfig"]
-
-
 def _hardened(security: dict) -> bool:
     return (security.get("allowPrivilegeEscalation") is False
             and security.get("readOnlyRootFilesystem") is True
@@ -66,7 +56,7 @@ def test_every_container_is_hardened() -> None:
                 tmp = [vm for vm in container.get("volumeMounts", []) if vm["mountPath"] == "/tmp"]
                 assert tmp and tmp[0]["name"] in writable, (where, container["name"])
     # the sidecars KubeRay adds (autoscaler) and the containers Strimzi runs
-    for m, cluster in _ray_clusters():
+    for m, cluster in ray_clusters(MANIFESTS):
         assert _hardened(cluster["autoscalerOptions"]["securityContext"]), m.id
     for pool in find(MANIFESTS, "KafkaNodePool"):
         template = pool.body["spec"]["template"]
@@ -103,7 +93,7 @@ def test_ray_dashboards_and_jobs_apis_stay_inside_the_cluster() -> None:
     services = [m.body["spec"].get("type", "ClusterIP") for m in find(MANIFESTS, "Service")]
     assert set(services) == {"ClusterIP"}
     seen = set()
-    for m, cluster in _ray_clusters():
+    for m, cluster in ray_clusters(MANIFESTS):
         assert cluster["headGroupSpec"]["serviceType"] == "ClusterIP", m.id
         groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
         (name,) = {g["template"]["metadata"]["labels"]["ccrec.io/ray-cluster"] for g in groups}
