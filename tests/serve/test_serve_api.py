@@ -195,7 +195,19 @@ schema = _fuzz_schema()
 @settings(max_examples=int(os.environ.get("CCREC_FUZZ_EXAMPLES", 30)), deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_fuzz_openapi_contract(case):
-    case.call_and_validate()
+    response = case.call()
+    if _outside_timestamp_range(response):
+        # The accepted range ends at the server's clock (ccrec.schema.check_timestamp_range),
+        # which a JSON Schema cannot state: a schema-valid later timestamp gets this 422.
+        return
+    case.validate_response(response)
+
+
+def _outside_timestamp_range(response) -> bool:
+    from ccrec.schema import TIMESTAMP_RANGE_ERROR
+
+    return response.status_code == 422 and all(
+        error["type"] == TIMESTAMP_RANGE_ERROR for error in response.json()["detail"])
 
 
 def test_cli_writes_the_openapi_docs(tmp_path):
