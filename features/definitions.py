@@ -39,6 +39,7 @@ LOG_ITEMS = "log_items"
 LOG_CATEGORIES = "log_categories"
 LOG_TIMESTAMPS = "log_timestamps"
 LOG_EVENT_IDS = "log_event_ids"
+APPLIED_TOPIC_ID = "applied_topic_id"  # the topic's incarnation (Kafka topic id) of the offset
 APPLIED_PARTITION = "applied_partition"
 APPLIED_OFFSET = "applied_offset"
 # user_profile
@@ -118,6 +119,7 @@ user_category_sequence = FeatureView(
         Field(name=LOG_CATEGORIES, dtype=Array(Int64)),
         Field(name=LOG_TIMESTAMPS, dtype=Array(Int64)),
         Field(name=LOG_EVENT_IDS, dtype=Array(String)),
+        Field(name=APPLIED_TOPIC_ID, dtype=String),
         Field(name=APPLIED_PARTITION, dtype=Int64),
         Field(name=APPLIED_OFFSET, dtype=Int64),
     ],

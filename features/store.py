@@ -33,6 +33,7 @@ from feast.types import Array
 
 from features import definitions as d
 from features.environments import ENVIRONMENTS, FEATURES_DIR
+from features.online import OnlineRows, ViewRows
 
 #: Every Feast object of the definitions, in their order (what `apply` registers).
 OBJECTS = tuple(obj for obj in vars(d).values()
@@ -171,6 +172,18 @@ def push_rows(store: FeatureStore, push_source: str, rows: pd.DataFrame) -> None
     # What store.push(push_source, rows, to=PushMode.ONLINE) does for our one view per
     # push source, without scanning every feature view in the registry on each call.
     store.write_to_online_store(view.name, rows)
+
+
+def push_view_rows(online: OnlineRows, rows: ViewRows) -> None:
+    """:func:`push_rows` for rows given column by column (the streaming worker's path):
+    the offline log part from arrow arrays, then :meth:`OnlineRows.write`."""
+    if not len(rows):
+        return
+    source = online.view.batch_source
+    table = rows.to_arrow(_log_schema(online.view), online.join_key, source.timestamp_field,
+                          source.created_timestamp_column)
+    _write_part(online.root / source.path, table)
+    online.write(rows)
 
 
 def _feature_refs(view: str, names: Iterable[str]) -> list[str]:

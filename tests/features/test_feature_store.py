@@ -39,6 +39,7 @@ def _rows(events: pd.DataFrame, names: dict[int, str], at: int) -> pd.DataFrame:
     for name in (d.LOG_ITEMS, d.LOG_CATEGORIES, d.LOG_TIMESTAMPS):
         rows[name] = [[1]] * len(rows)
     rows[d.LOG_EVENT_IDS] = [["x"]] * len(rows)
+    rows[d.APPLIED_TOPIC_ID] = "t-1"
     rows[d.APPLIED_PARTITION] = 0
     rows[d.APPLIED_OFFSET] = 0
     rows[d.EVENT_TIMESTAMP] = pd.to_datetime(rows[d.LAST_TIMESTAMP], unit="s", utc=True)
@@ -79,7 +80,7 @@ def test_objects_are_every_definition_in_order() -> None:
         d.PAST_CATEGORIES, d.PAST_STARTS, d.PAST_ITEMS_FLAT, d.PAST_ITEM_COUNTS,
         d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP)
     assert STATE_FEATURES == (d.LOG_ITEMS, d.LOG_CATEGORIES, d.LOG_TIMESTAMPS, d.LOG_EVENT_IDS,
-                              d.APPLIED_PARTITION, d.APPLIED_OFFSET)
+                              d.APPLIED_TOPIC_ID, d.APPLIED_PARTITION, d.APPLIED_OFFSET)
 
 
 def test_sequence_feature_names_are_the_batch_columns() -> None:
