@@ -111,23 +111,34 @@ def worker_config(
               show_default=True)
 @click.option("--max-past", type=int, default=WORKER.sequence.max_past, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
+@click.option("--health-port", type=int, default=None,
+              help="Serve GET /healthz (the liveness probe) on this port; 503 when the worker "
+                   "loop is stuck.")
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
     dataset: str, feast_env: str, root: Path, project: str | None, redis_url: str | None,
     group_id: str, topic: str, dlq_topic: str, batch_size: int, max_poll_interval_ms: int,
     session_timeout_ms: int, max_past: int, bootstrap_servers: str | None,
-    crash_after_pushes: int | None,
+    health_port: int | None, crash_after_pushes: int | None,
 ) -> None:
-    """Consume click events, update user features in Feast, then commit (Ctrl-C stops)."""
+    """Consume click events, update user features in Feast, then commit (Ctrl-C stops).
+
+    DATASET is a prepared data set or a model bundle: its vocab.json gives the
+    item and category codes.
+    """
+    from streaming.health import Liveness
     from streaming.worker import StreamWorker
 
     config = worker_config(group_id, topic, dlq_topic, batch_size, max_poll_interval_ms,
                            session_timeout_ms, max_past, crash_after_pushes)
     vocab = Vocabulary.from_prepared(dataset)
     store = open_from_options(feast_env, root, project, redis_url)
+    liveness = Liveness(config.liveness_timeout_s)
     with bootstrap(bootstrap_servers) as settings:
         ensure_topics(settings, topics=(topic, dlq_topic))
-        worker = StreamWorker(settings, store, vocab, config)
+        worker = StreamWorker(settings, store, vocab, config, liveness)
+        if health_port is not None:
+            liveness.serve(health_port)
 
         def stop(signum, frame) -> None:
             worker.stop()
@@ -137,6 +148,7 @@ def run_cmd(
         log.info("stream worker consuming from %s (group %s) into Feast %s",
                  settings.bootstrap_servers, group_id, feast_env)
         worker.run()
+        liveness.close()
         click.echo(json.dumps(worker.stats.as_dict()))
 
 

@@ -46,6 +46,9 @@ class Vocabulary:
     @classmethod
     def from_vocab(cls, vocab: dict) -> Vocabulary:
         """From a prepared data set's (or a model bundle's) ``vocab.json`` content."""
+        if "items" not in vocab:
+            raise ValueError("vocab.json has no item vocabulary ('items'): a bundle saved "
+                             "before bundles carried it; save the bundle again")
         return cls(
             items={v: i for i, v in enumerate(vocab["items"]) if i > 0},
             categories={v: i for i, v in enumerate(vocab["categories"]) if i > 0},
@@ -106,7 +109,7 @@ class EventProducer:
     def __init__(self, settings: KafkaSettings, topic: str = TOPIC, **producer: Any) -> None:
         from kafka import KafkaProducer
 
-        options = {"linger_ms": 5, "acks": 1, "max_request_size": 16 * 2**20, **producer}
+        options = {"linger_ms": 5, "acks": "all", "max_request_size": 16 * 2**20, **producer}
         self.topic = topic
         self.producer = KafkaProducer(**settings.config(), **options)
 

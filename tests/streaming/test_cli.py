@@ -28,7 +28,7 @@ def test_options_set_their_fields_and_keep_the_rest() -> None:
     assert config.max_poll_interval_ms == 9000
     assert config.sequence.max_past == 4
     assert config.sequence.window_days == WorkerConfig().sequence.window_days
-    assert config.future_tolerance_s == WorkerConfig().future_tolerance_s
+    assert config.state_cache_users == WorkerConfig().state_cache_users
 
 
 def test_feast_options_parse() -> None:

@@ -83,10 +83,10 @@ def test_events_to_online_features_end_to_end(broker, topics, make_store, vocab_
     assert online_features(store, list(want)) == want
     stats = worker.stats.as_dict()
     assert stats["applied"] == len(events) + 1 and stats["duplicates"] == 0
-    assert stats["dlq"] == {"malformed": 3, "unknown item": 1, "future timestamp": 1,
+    assert stats["dlq"] == {"malformed": 3, "unknown item": 1, "timestamp out of range": 1,
                             "oversized payload": 1}
     assert dlq_reasons(broker, topics["dlq_topic"], len(bad)) == sorted(
-        ["malformed"] * 3 + ["unknown item", "future timestamp", "oversized payload"])
+        ["malformed"] * 3 + ["unknown item", "timestamp out of range", "oversized payload"])
     assert sum(committed(broker, topics).values()) == total
 
 
