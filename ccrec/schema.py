@@ -8,6 +8,7 @@ file, row and field in its error.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -41,6 +42,11 @@ TIMESTAMP_RANGE_ERROR = "timestamp_range"
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
+@functools.lru_cache(maxsize=4)  # a stream batch validates all its events against one now
+def _latest(now: float) -> datetime:
+    return EARLIEST_TIMESTAMP + timedelta(seconds=now + FUTURE_TOLERANCE_S)
+
+
 def check_timestamp_range(value: datetime, now: float | None = None) -> datetime:
     """``value`` (naive = UTC) if it lies in EARLIEST_TIMESTAMP … now + FUTURE_TOLERANCE_S.
 
@@ -51,9 +57,8 @@ def check_timestamp_range(value: datetime, now: float | None = None) -> datetime
         PydanticCustomError: of type :data:`TIMESTAMP_RANGE_ERROR`, naming the range.
     """
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    now = time.time() if now is None else now
+    latest = _latest(time.time() if now is None else now)
     # Aware datetimes compare through a timedelta, which cannot overflow.
-    latest = EARLIEST_TIMESTAMP + timedelta(seconds=now + FUTURE_TOLERANCE_S)
     if not EARLIEST_TIMESTAMP <= aware <= latest:
         raise PydanticCustomError(
             TIMESTAMP_RANGE_ERROR,

@@ -15,12 +15,14 @@ and writes exactly what Feast's SQLite and Redis online stores hold (so that
 The layout is Feast 0.67's (``RedisOnlineStore``: one hash per entity key and
 project, field ``mmh3("<view>:<feature>")``, ``_ts:<view>`` the event time;
 ``SqliteOnlineStore``: one row per entity and feature in ``<project>_<view>``),
-built with Feast's own key helpers. ``tests/features/test_online_rows.py``
-checks it against Feast in both directions.
+with Feast's field hashes; the entity key serialization is checked against
+Feast's at start. ``tests/features/test_online_rows.py`` checks the stored
+bytes against Feast's in both directions.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,15 +33,10 @@ import numpy as np
 import pyarrow as pa
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import (
-    _mmh3,
-    _redis_key,
-    compute_table_id,
-    compute_versioned_name,
-)
+from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
-from feast.types import Array, Int64, String
+from feast.protos.feast.types.Value_pb2 import Value, ValueType
+from feast.types import Array, Bytes, Int64
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -63,8 +60,8 @@ class ListColumn:
         return cls(np.asarray(values, np.int64), np.r_[0, np.cumsum(lengths)])
 
 
-#: A column: int64 scalars (ndarray), int64 lists (ListColumn), strings, or string lists.
-Column = np.ndarray | ListColumn | list[str] | list[list[str]]
+#: A column: int64 scalars (ndarray), int64 lists (ListColumn) or bytes.
+Column = np.ndarray | ListColumn | list[bytes]
 
 
 @dataclass
@@ -76,7 +73,8 @@ class ViewRows:
         event_time: each row's event timestamp, epoch seconds (int64).
         created: when the rows were computed, epoch seconds.
         columns: feature name → column, in the view's types (Int64: ndarray,
-            Array(Int64): ListColumn, String: list of str, Array(String): list of lists).
+            Array(Int64): ListColumn, Bytes: list of bytes; the types the stream
+            worker writes).
     """
 
     keys: list[str]
@@ -112,9 +110,9 @@ class ViewRows:
 
 
 # ---- protobuf Value bytes, a column at a time ----------------------------------------------
-# Value: string_val = 2, int64_val = 4, string_list_val = 12, int64_list_val = 14;
-# Int64List / StringList: repeated val = 1 (int64 packed).
-_STRING, _INT64, _STRING_LIST, _INT64_LIST, _LIST_VALUES = b"\x12", b" ", b"b", b"r", b"\n"
+# Value: bytes_val = 1, int64_val = 4, int64_list_val = 14; Int64List: repeated int64
+# val = 1 (packed).
+_BYTES, _INT64, _INT64_LIST, _LIST_VALUES = b"\n", b" ", b"r", b"\n"
 _SMALL = [bytes([n]) if n < 128 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)]
 
 
@@ -167,35 +165,19 @@ def encode_int64_lists(column: ListColumn) -> list[bytes]:
     return out
 
 
-def _string(text: str) -> bytes:
-    raw = text.encode()
-    return _varint(len(raw)) + raw
+def encode_bytes(column: list[bytes]) -> list[bytes]:
+    return [_BYTES + _varint(len(b)) + b for b in column]
 
 
-def encode_strings(column: list[str]) -> list[bytes]:
-    return [_STRING + _string(s) for s in column]
-
-
-def encode_string_lists(column: list[list[str]]) -> list[bytes]:
-    out = []
-    for texts in column:
-        inner = b"".join([_LIST_VALUES + _string(s) for s in texts])
-        out.append(_STRING_LIST + _varint(len(inner)) + inner)
-    return out
-
-
-_ENCODERS = {Int64: encode_int64, Array(Int64): encode_int64_lists, String: encode_strings,
-             Array(String): encode_string_lists}
+_ENCODERS = {Int64: encode_int64, Array(Int64): encode_int64_lists, Bytes: encode_bytes}
 
 
 def _decode(value: Value) -> Any:
-    """A stored Value → ndarray (int64 list), list of str, int or str."""
+    """A stored Value → ndarray (int64 list), int or bytes (None: no value)."""
     kind = value.WhichOneof("val")
     if kind == "int64_list_val":
         values = value.int64_list_val.val
         return np.fromiter(values, np.int64, len(values))
-    if kind == "string_list_val":
-        return list(value.string_list_val.val)
     return None if kind is None else getattr(value, kind)
 
 
@@ -220,11 +202,21 @@ class OnlineRows:
         self.types = {f.name: f.dtype for f in view.features}
         versioned = config.registry.enable_online_feature_view_versioning
         self.name = compute_versioned_name(view, versioned)
-        self.version = config.entity_key_serialization_version
+        join = self.join_key.encode()
+        self._key_prefix = (struct.pack("<III", 1, ValueType.STRING, len(join)) + join
+                            + struct.pack("<I", ValueType.STRING))
+        self._check_entity_keys()
         online = store._get_provider().online_store
         kind = config.online_store.type
         if kind == "sqlite":
             self.conn = online._get_conn(config)
+            # A write-ahead log: one batch's thousands of upserts cost one sequential log
+            # write instead of a rollback journal of every page they touch; synchronous
+            # NORMAL keeps every commit across a process crash (a power loss may lose the
+            # last ones, as Redis' default once-a-second fsync does). A 256 MB page cache
+            # keeps the table's index in memory for ~10^6 users.
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-262144"):
+                self.conn.execute(f"PRAGMA {pragma}")
             table = compute_table_id(config.project, view, versioned)
             self.table = '"' + table.replace('"', '""') + '"'
             self.redis = None
@@ -233,14 +225,38 @@ class OnlineRows:
                 raise ValueError("the Redis online store needs skip_dedup: true for the stream "
                                  "worker (out-of-order events keep the row's event time)")
             self.redis = online._get_client(config.online_store)
+            if not hasattr(self.redis, "connection_pool"):
+                raise ValueError("the stream worker writes a single Redis (or a Sentinel "
+                                 "master), not a Redis Cluster")
             self.fields = {name: _mmh3(f"{self.name}:{name}") for name in self.types}
             self.ts_field = f"_ts:{self.name}".encode()
             self.ttl = config.online_store.key_ttl_seconds
         else:
             raise ValueError(f"online store {kind!r}: the stream worker writes SQLite or Redis")
 
-    def _entity_key(self, key: str) -> EntityKey:
-        return EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=key)])
+    def _entity_keys(self, keys: Sequence[str]) -> list[bytes]:
+        """Feast's serialized entity key of each join key value (serialize_entity_key,
+        version 3, one string key: a fixed prefix, the value's length and UTF-8)."""
+        prefix = self._key_prefix
+        out = []
+        for key in keys:
+            raw = key.encode()
+            out.append(prefix + struct.pack("<I", len(raw)) + raw)
+        return out
+
+    def _check_entity_keys(self) -> None:
+        sample = "user-é"
+        feast = serialize_entity_key(
+            EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=sample)]),
+            self.config.entity_key_serialization_version)
+        if self._entity_keys([sample])[0] != feast:
+            raise RuntimeError("Feast serializes entity keys differently from OnlineRows "
+                               "(a Feast upgrade?); features.online must follow it")
+
+    def _redis_keys(self, keys: Sequence[str]) -> list[bytes]:
+        """As Feast's ``_redis_key``: the serialized entity key, then the project."""
+        project = self.config.project.encode()
+        return [key + project for key in self._entity_keys(keys)]
 
     def read(self, keys: Sequence[str], features: Sequence[str]) -> list[dict[str, Any] | None]:
         """Each key's stored ``features`` (name → value; a missing one is absent), or None."""
@@ -250,11 +266,7 @@ class OnlineRows:
 
     def _read_redis(self, keys, features) -> list[dict[str, Any] | None]:
         fields = [self.fields[name] for name in features]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(_redis_key(self.config.project, self._entity_key(key), self.version),
-                           fields)
-            replies = pipe.execute()
+        replies = self._round_trip([("HMGET", name, *fields) for name in self._redis_keys(keys)])
         out: list[dict[str, Any] | None] = []
         for reply in replies:
             found = {name: _decode(Value.FromString(raw))
@@ -263,7 +275,7 @@ class OnlineRows:
         return out
 
     def _read_sqlite(self, keys, features) -> list[dict[str, Any] | None]:
-        serialized = [serialize_entity_key(self._entity_key(k), self.version) for k in keys]
+        serialized = self._entity_keys(keys)
         found: dict[bytes, dict[str, Any]] = {}
         names = ",".join("?" * len(features))
         for lo in range(0, len(serialized), 10_000):
@@ -286,16 +298,30 @@ class OnlineRows:
 
     def _write_redis(self, rows: ViewRows, encoded: dict[str, list[bytes]]) -> None:
         fields = [(self.fields[name], values) for name, values in encoded.items()]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for i, (key, seconds) in enumerate(zip(rows.keys, rows.event_time.tolist(),
-                                                   strict=True)):
-                name = _redis_key(self.config.project, self._entity_key(key), self.version)
-                mapping = {field: values[i] for field, values in fields}
-                mapping[self.ts_field] = Timestamp(seconds=seconds).SerializeToString()
-                pipe.hset(name, mapping=mapping)
-                if self.ttl:
-                    pipe.expire(name, self.ttl)
-            pipe.execute()
+        commands = []
+        for i, (name, seconds) in enumerate(zip(self._redis_keys(rows.keys),
+                                                rows.event_time.tolist(), strict=True)):
+            command = ["HSET", name, self.ts_field, Timestamp(seconds=seconds).SerializeToString()]
+            for field, values in fields:
+                command += (field, values[i])
+            commands.append(command)
+            if self.ttl:
+                commands.append(("EXPIRE", name, self.ttl))
+        self._round_trip(commands)
+
+    def _round_trip(self, commands: list) -> list:
+        """Send ``commands`` in one round trip and return the raw replies (a pipeline
+        without redis-py's per-reply callbacks, which cost more than Redis itself here)."""
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread
+            raise
+        finally:
+            pool.release(conn)
 
     def _write_sqlite(self, rows: ViewRows, encoded: dict[str, list[bytes]]) -> None:
         # As SqliteOnlineStore.online_write_batch: times as Feast's sqlite3 adapter stores
@@ -303,14 +329,14 @@ class OnlineRows:
         # of an int64 (None for lists).
         created = _sqlite_time(rows.created)
         times = [_sqlite_time(t) for t in rows.event_time.tolist()]
-        keys = [serialize_entity_key(self._entity_key(k), self.version) for k in rows.keys]
+        keys = self._entity_keys(rows.keys)
         records = []
         for name, values in encoded.items():
             texts = (rows.columns[name].tolist() if self.types[name] == Int64
-                     else rows.columns[name] if self.types[name] == String
                      else [None] * len(keys))
             records.extend(zip(keys, [name] * len(keys), values, map(_text, texts), times,
                                [created] * len(keys), strict=True))
+        records.sort(key=_first)
         with self.conn:
             self.conn.executemany(
                 f"INSERT INTO {self.table} (entity_key, feature_name, value, value_text, "
@@ -322,6 +348,10 @@ class OnlineRows:
 
 def _sqlite_time(seconds: float) -> int:
     return int(datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).timestamp())
+
+
+def _first(record: tuple) -> bytes:
+    return record[0]
 
 
 def _text(value: Any) -> str | None:

@@ -57,10 +57,13 @@ def broker_cmd(port: int | None, partitions: int) -> None:
 @click.option("--rate", type=float, default=1000.0, show_default=True,
               help="Events per second (0 = as fast as possible).")
 @click.option("--limit", type=int, default=None, help="Send at most this many events.")
+@click.option("--users", type=int, default=None,
+              help="Spread the events over this many user ids (a load with many users).")
 @click.option("--topic", default=TOPIC, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 def replay_cmd(
-    dataset: str, rate: float, limit: int | None, topic: str, bootstrap_servers: str | None
+    dataset: str, rate: float, limit: int | None, users: int | None, topic: str,
+    bootstrap_servers: str | None,
 ) -> None:
     """Produce DATASET's events, in time order, as a click stream at RATE events/s.
 
@@ -71,7 +74,7 @@ def replay_cmd(
         ensure_topics(settings, topics=(topic, topic + ".dlq"))
         started = time.perf_counter()
         with EventProducer(settings, topic=topic) as producer:
-            sent = replay(producer, dataset_events(dataset, limit), rate or None,
+            sent = replay(producer, dataset_events(dataset, limit, users), rate or None,
                           on_sent=lambda n: log.info("sent %d events", n))
         seconds = time.perf_counter() - started
         click.echo(json.dumps({"sent": sent, "seconds": round(seconds, 2),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, Protocol
@@ -35,12 +34,9 @@ from ccrec.data.sequences import past_sequences, retained
 from ccrec.schema import TIMESTAMP_RANGE_ERROR, EventValidationError, parse_event
 from features import definitions as d
 from features.online import ListColumn, OnlineRows, ViewRows
-from features.store import STATE_FEATURES
 from streaming.config import WorkerConfig
 from streaming.events import Vocabulary
-
-#: Earlier than any event: the latest event time of a user with none.
-NEVER = -(2**62)
+from streaming.state import NEVER, StateCache, UserState
 
 
 class Record(Protocol):
@@ -98,69 +94,6 @@ class Rejected:
             "size": len(value), "payload": value[:limit].decode("utf-8", errors="replace"),
             "truncated": len(value) > limit,
         }).encode()
-
-
-@dataclass
-class UserState:
-    """One user's retained events and applied position (the stored row's state part)."""
-
-    items: np.ndarray
-    categories: np.ndarray
-    timestamps: np.ndarray
-    event_ids: list[str]
-    topic_id: str
-    partition: int
-    offset: int
-
-    @classmethod
-    def from_stored(cls, values: dict) -> UserState:
-        """From :meth:`OnlineRows.read`'s values of :data:`~features.store.STATE_FEATURES`."""
-        return cls(
-            items=values[d.LOG_ITEMS], categories=values[d.LOG_CATEGORIES],
-            timestamps=values[d.LOG_TIMESTAMPS], event_ids=values.get(d.LOG_EVENT_IDS, []),
-            # rows written before topic ids were recorded match no incarnation
-            topic_id=values.get(d.APPLIED_TOPIC_ID, ""),
-            partition=values[d.APPLIED_PARTITION], offset=values[d.APPLIED_OFFSET],
-        )
-
-    @property
-    def latest(self) -> int:
-        return int(self.timestamps.max()) if len(self.timestamps) else NEVER
-
-    def applied(self, event: CodedEvent) -> bool:
-        """Whether the row already holds ``event`` by its Kafka position."""
-        return (event.topic_id == self.topic_id and event.partition == self.partition
-                and event.offset <= self.offset)
-
-
-class StateCache:
-    """The states this updater wrote, least recently used first, at most ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._states: OrderedDict[str, UserState] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def __contains__(self, user_id: str) -> bool:
-        return user_id in self._states
-
-    def get(self, user_id: str) -> UserState | None:
-        state = self._states.get(user_id)
-        if state is not None:
-            self._states.move_to_end(user_id)
-        return state
-
-    def update(self, states: dict[str, UserState]) -> None:
-        self._states.update(states)
-        for user_id in states:
-            self._states.move_to_end(user_id)
-        while len(self._states) > self.capacity:
-            self._states.popitem(last=False)
-
-    def clear(self) -> None:
-        self._states.clear()
 
 
 @dataclass
@@ -240,8 +173,8 @@ class FeatureUpdater:
             else:
                 found[user_id] = state
         if missing:
-            stored = self.online.read(missing, STATE_FEATURES)
-            found.update((u, UserState.from_stored(v) if v else None)
+            stored = self.online.read(missing, (d.WORKER_STATE,))
+            found.update((u, UserState.from_bytes(v[d.WORKER_STATE]) if v else None)
                          for u, v in zip(missing, stored, strict=True))
         return found
 
@@ -279,7 +212,8 @@ class FeatureUpdater:
             ids = seen.get(event.user_id)
             if ids is None:
                 ids = seen[event.user_id] = set(state.event_ids) if state is not None else set()
-            if (state is not None and state.applied(event)) or event.event_id in ids:
+            if (state is not None and state.applied(event.topic_id, event.partition, event.offset)
+                    or event.event_id in ids):
                 outcomes[index] = Outcome.DUPLICATE
                 continue
             ids.add(event.event_id)
@@ -314,27 +248,23 @@ class FeatureUpdater:
         for index, user_id in enumerate(users):
             state, arrivals = states[user_id], new[user_id]
             lo, hi = bounds[index], bounds[index + 1]
+            # A batch holds each partition's records in offset order: the last arrival
+            # has its partition's highest offset.
             last = arrivals[-1]
             ids = (state.event_ids if state is not None else []) + [e.event_id for e in arrivals]
-            offset = max(e.offset for e in arrivals if e.partition == last.partition)
+            offset = last.offset
             if state is not None and (state.topic_id, state.partition) == (last.topic_id,
                                                                            last.partition):
                 offset = max(offset, state.offset)
             new_states[user_id] = UserState(
                 k_items[lo:hi], k_cats[lo:hi], k_times[lo:hi], ids[-self.config.max_event_ids:],
                 last.topic_id, last.partition, offset)
-        written = list(new_states.values())
         items_flat, item_counts = _item_sets(past[d.PAST_ITEMS])
         columns = {
             d.PAST_CATEGORIES: _list_column(past[d.PAST_CATEGORIES]),
             d.PAST_STARTS: _list_column(past[d.PAST_STARTS]),
             d.PAST_ITEMS_FLAT: items_flat, d.PAST_ITEM_COUNTS: item_counts,
-            d.LOG_ITEMS: ListColumn(k_items, bounds), d.LOG_CATEGORIES: ListColumn(k_cats, bounds),
-            d.LOG_TIMESTAMPS: ListColumn(k_times, bounds),
-            d.LOG_EVENT_IDS: [s.event_ids for s in written],
-            d.APPLIED_TOPIC_ID: [s.topic_id for s in written],
-            d.APPLIED_PARTITION: np.fromiter((s.partition for s in written), np.int64),
-            d.APPLIED_OFFSET: np.fromiter((s.offset for s in written), np.int64),
+            d.WORKER_STATE: [s.to_bytes() for s in new_states.values()],
         }
         for name in (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP):
             columns[name] = past[name].to_numpy(np.int64)

@@ -31,16 +31,14 @@ from features.store import (
 CREATED = 1_700_000_123
 USERS = ["alice", "bób", "c" * 200]
 LISTS = [[1, 2, 300], [], [2**40, 0, 7]]  # empty, multi-byte and 6-byte varints
-STRINGS = [["e-1", "é"], [], ["x" * 300]]
+BLOBS = [b"\x00state\xff", b"", b"y" * 300]
 
 
 def _rows() -> ViewRows:
     columns = {}
     for k, field in enumerate(d.user_category_sequence.features):
-        if field.name in (d.LOG_EVENT_IDS,):
-            columns[field.name] = STRINGS
-        elif field.name == d.APPLIED_TOPIC_ID:
-            columns[field.name] = ["t-1", "", "ü"]
+        if field.name == d.WORKER_STATE:
+            columns[field.name] = BLOBS
         elif "Array" in str(field.dtype):
             columns[field.name] = ListColumn.of([[v + k for v in row] for row in LISTS])
         else:

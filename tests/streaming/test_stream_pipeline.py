@@ -27,6 +27,7 @@ from features import definitions as d
 from features.store import historical_features
 from streaming.broker import KafkaSettings, free_port
 from streaming.events import EventProducer, Vocabulary
+from streaming.state import UserState
 from streaming.worker import CRASH_EXIT_STATUS, StreamWorker
 
 pytestmark = pytest.mark.slow
@@ -133,7 +134,8 @@ def test_crash_mid_batch_then_restart_loses_and_duplicates_nothing(
         want = batch_features(events, SPEC)
         assert online_features(store, list(want)) == want
         state = state_of(store, list(want))
-        for ids in state[d.LOG_EVENT_IDS]:
+        for raw in state[d.WORKER_STATE]:
+            ids = UserState.from_bytes(raw).event_ids
             assert len(ids) == len(set(ids))
         assert sum(state[d.NUM_PAST_EVENTS]) == len(events)
     finally:
