@@ -54,7 +54,7 @@ class WorkerConfig:
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
-    fetch_max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 10
     bootstrap_timeout_ms: int = 30_000
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0

@@ -1,4 +1,4 @@
-"""A user's stream state: the retained events and the applied position, stored as one value.
+"""A user's stream data: the coded events, and the state they build, stored as one value.
 
 The state lives in the user's ``user_category_sequence`` row next to the
 features (one write stores both) as the one ``worker_state`` value: a small
@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,19 @@ import numpy as np
 NEVER = -(2**62)
 MAGIC = b"CCS1"
 _HEADER = struct.Struct("<4sIqqII")
+
+
+class CodedEvent(NamedTuple):
+    """One valid event, in the vocabulary's codes, and where it was read."""
+
+    user_id: str
+    item: int
+    category: int
+    timestamp: int  # epoch s
+    event_id: str  # the de-duplication id (Event.dedup_id)
+    topic_id: str  # the topic's incarnation ("" when the broker gives no topic ids)
+    partition: int
+    offset: int
 
 
 @dataclass

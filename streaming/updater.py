@@ -9,7 +9,8 @@ Per batch:
 3. drop events already applied: offset ≤ the row's applied offset in the same
    topic incarnation and partition, or an event id the row has seen;
 4. append the new events to each user's retained events and recompute every
-   touched user at once with the shared :func:`ccrec.data.sequences.past_sequences`;
+   touched user at once (:mod:`streaming.recompute`: the shared
+   :func:`ccrec.data.sequences.past_sequences`);
 5. return one row per user with the features *and* the state (retained events,
    applied position, recent event ids), column by column, so that one write
    stores both.
@@ -25,18 +26,15 @@ import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-import numpy as np
-import pandas as pd
-
-from ccrec.data.sequences import past_sequences, retained
 from ccrec.schema import TIMESTAMP_RANGE_ERROR, EventValidationError, parse_event
 from features import definitions as d
-from features.online import ListColumn, OnlineRows, ViewRows
+from features.online import OnlineRows, ViewRows
 from streaming.config import WorkerConfig
 from streaming.events import Vocabulary
-from streaming.state import NEVER, StateCache, UserState
+from streaming.recompute import user_rows
+from streaming.state import NEVER, CodedEvent, StateCache, UserState
 
 
 class Record(Protocol):
@@ -55,19 +53,6 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # its effect is in the stored row already
     DLQ = "dlq"  # rejected, with a reason
-
-
-class CodedEvent(NamedTuple):
-    """One valid event, in the vocabulary's codes, and where it was read."""
-
-    user_id: str
-    item: int
-    category: int
-    timestamp: int  # epoch s
-    event_id: str  # the de-duplication id (Event.dedup_id)
-    topic_id: str  # the topic's incarnation ("" when the broker gives no topic ids)
-    partition: int
-    offset: int
 
 
 @dataclass
@@ -227,48 +212,9 @@ class FeatureUpdater:
         rejected.sort(key=lambda pair: pair[0])
         for index, _ in rejected:
             outcomes[index] = Outcome.DLQ
-        rows, new_states = self._recompute(new, states, now) if new else (None, {})
+        rows, new_states = (user_rows(new, states, self.config.sequence,
+                                      self.config.max_event_ids, now) if new else (None, {}))
         return BatchResult(rows, [r for _, r in rejected], outcomes, new_states)
-
-    def _recompute(
-        self, new: dict[str, list[CodedEvent]], states: dict[str, UserState | None], now: float
-    ) -> tuple[ViewRows, dict[str, UserState]]:
-        """All touched users' retained events and features, with one past_sequences call."""
-        spec = self.config.sequence
-        users = list(new)
-        kept = retained(_events_frame(users, new, states), spec)
-        # Every user keeps at least its new events (none is too old), so past has one row
-        # per user, in the order of ``users`` (its index).
-        past = past_sequences(kept, spec)
-        if not np.array_equal(past["user"].to_numpy(), np.arange(len(users))):
-            raise RuntimeError("past_sequences did not return one row per touched user")
-        bounds = np.searchsorted(kept["user"].to_numpy(), np.arange(len(users) + 1))
-        k_items, k_cats, k_times = (kept[c].to_numpy() for c in ("item", "category", "timestamp"))
-        new_states: dict[str, UserState] = {}
-        for index, user_id in enumerate(users):
-            state, arrivals = states[user_id], new[user_id]
-            lo, hi = bounds[index], bounds[index + 1]
-            # A batch holds each partition's records in offset order: the last arrival
-            # has its partition's highest offset.
-            last = arrivals[-1]
-            ids = (state.event_ids if state is not None else []) + [e.event_id for e in arrivals]
-            offset = last.offset
-            if state is not None and (state.topic_id, state.partition) == (last.topic_id,
-                                                                           last.partition):
-                offset = max(offset, state.offset)
-            new_states[user_id] = UserState(
-                k_items[lo:hi], k_cats[lo:hi], k_times[lo:hi], ids[-self.config.max_event_ids:],
-                last.topic_id, last.partition, offset)
-        items_flat, item_counts = _item_sets(past[d.PAST_ITEMS])
-        columns = {
-            d.PAST_CATEGORIES: _list_column(past[d.PAST_CATEGORIES]),
-            d.PAST_STARTS: _list_column(past[d.PAST_STARTS]),
-            d.PAST_ITEMS_FLAT: items_flat, d.PAST_ITEM_COUNTS: item_counts,
-            d.WORKER_STATE: [s.to_bytes() for s in new_states.values()],
-        }
-        for name in (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP):
-            columns[name] = past[name].to_numpy(np.int64)
-        return ViewRows(users, columns[d.LAST_TIMESTAMP], now, columns), new_states
 
     def remember(self, states: dict[str, UserState]) -> None:
         """Keep the states just written (when ``cache_state``), instead of reading them back."""
@@ -278,45 +224,3 @@ class FeatureUpdater:
     def forget(self) -> None:
         """Drop the cached states (a rebalance: another worker may write these users now)."""
         self.cache.clear()
-
-
-def _list_column(column: pd.Series) -> ListColumn:
-    """A column of int arrays (past_sequences' lists) → :class:`ListColumn`."""
-    arrays = column.to_numpy()
-    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
-    values = np.concatenate(arrays).astype(np.int64) if len(arrays) else np.empty(0, np.int64)
-    return ListColumn(values, np.r_[0, np.cumsum(lengths)])
-
-
-def _item_sets(column: pd.Series) -> tuple[ListColumn, ListColumn]:
-    """past_items (per user, one item array per CI) → the flat items and the CI sizes."""
-    per_ci = [ci for cis in column.to_numpy() for ci in cis]
-    sizes = np.fromiter(map(len, per_ci), np.int64, len(per_ci))
-    cis_per_user = np.fromiter(map(len, column.to_numpy()), np.int64, len(column))
-    ci_offsets = np.r_[0, np.cumsum(cis_per_user)]
-    item_offsets = np.r_[0, np.cumsum(sizes)][ci_offsets]
-    flat = np.concatenate(per_ci).astype(np.int64) if per_ci else np.empty(0, np.int64)
-    return ListColumn(flat, item_offsets), ListColumn(sizes, ci_offsets)
-
-
-def _events_frame(
-    users: list[str], new: dict[str, list[CodedEvent]], states: dict[str, UserState | None]
-) -> pd.DataFrame:
-    """The users' stored retained events plus their new ones; ``user`` is the index in users."""
-    arrivals = [e for user_id in users for e in new[user_id]]
-    code = {user_id: i for i, user_id in enumerate(users)}
-    n = len(arrivals)
-    columns = {
-        "user": [np.fromiter((code[e.user_id] for e in arrivals), np.int64, n)],
-        "item": [np.fromiter((e.item for e in arrivals), np.int64, n)],
-        "category": [np.fromiter((e.category for e in arrivals), np.int64, n)],
-        "timestamp": [np.fromiter((e.timestamp for e in arrivals), np.int64, n)],
-    }
-    for index, user_id in enumerate(users):
-        state = states[user_id]
-        if state is not None:
-            columns["user"].append(np.full(len(state.items), index, np.int64))
-            columns["item"].append(state.items)
-            columns["category"].append(state.categories)
-            columns["timestamp"].append(state.timestamps)
-    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})

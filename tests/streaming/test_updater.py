@@ -73,6 +73,19 @@ def test_stream_equals_batch_in_any_batching(updater, store) -> None:
     assert online_features(store, list(want)) == want
 
 
+def test_many_users_with_first_events_equal_batch(updater, store) -> None:
+    """Most users here have one event (their rows skip past_sequences); some have more."""
+    events = make_events(300, 250, seed=5)
+    counts = {}
+    for e in events:
+        counts[e["user_id"]] = counts.get(e["user_id"], 0) + 1
+    assert sum(n == 1 for n in counts.values()) > 100 and max(counts.values()) > 2
+    for start in (0, 100, 200):
+        apply(updater, records(events[start:start + 100], start))
+    want = batch_features(events, SPEC)
+    assert online_features(store, list(want)) == want
+
+
 def test_replayed_offsets_and_event_ids_apply_once(updater, store) -> None:
     events = make_events(60, 4, seed=1)
     first = apply(updater, records(events))
