@@ -189,10 +189,19 @@ class FeatureUpdater:
                 state = states[event.user_id]
                 known = state.latest if state is not None else NEVER
             latest[event.user_id] = max(known, event.timestamp)
-        # Per user: the new events that are neither applied already nor too old.
+        # Per user: the new events that are neither too old nor applied already. "Too
+        # old" comes first: it depends on the latest time only, which a redelivery of
+        # the batch finds unchanged, so a reject is a reject again (never a duplicate
+        # whose DLQ message was lost with a crash before the DLQ send).
         new: dict[str, list[CodedEvent]] = {}
         seen: dict[str, set[str]] = {}
         for index, event in valid:
+            if event.timestamp < latest[event.user_id] - horizon:
+                rejected.append((index, Rejected.of(
+                    records[index], "too old", f"{event.timestamp} is older than the user's "
+                    f"latest event {latest[event.user_id]} minus the "
+                    f"{self.config.sequence.horizon_days:g}-day horizon")))
+                continue
             state = states[event.user_id]
             ids = seen.get(event.user_id)
             if ids is None:
@@ -202,12 +211,6 @@ class FeatureUpdater:
                 outcomes[index] = Outcome.DUPLICATE
                 continue
             ids.add(event.event_id)
-            if event.timestamp < latest[event.user_id] - horizon:
-                rejected.append((index, Rejected.of(
-                    records[index], "too old", f"{event.timestamp} is older than the user's "
-                    f"latest event {latest[event.user_id]} minus the "
-                    f"{self.config.sequence.horizon_days:g}-day horizon")))
-                continue
             new.setdefault(event.user_id, []).append(event)
         rejected.sort(key=lambda pair: pair[0])
         for index, _ in rejected:

@@ -25,8 +25,8 @@ from stream_helpers import (
 
 from features import definitions as d
 from features.store import historical_features
-from streaming.broker import KafkaSettings, free_port
-from streaming.events import EventProducer, Vocabulary
+from streaming.broker import EmbeddedBroker, KafkaSettings, free_port
+from streaming.events import EventProducer, Vocabulary, ensure_topics
 from streaming.state import UserState
 from streaming.worker import CRASH_EXIT_STATUS, StreamWorker
 
@@ -244,3 +244,28 @@ def test_point_in_time_training_data_equals_what_was_served(
             assert got[d.NUM_PAST_EVENTS] == 0
             continue
         assert got == served[cutoff][user] == batch, (user, cutoff)
+
+
+def test_after_a_broker_reset_new_events_are_applied(make_store, vocab_dir) -> None:
+    """A fresh broker (memory storage: offsets start at 0 again) with the same store: the
+    stored offsets belong to the old topic incarnation, so the new events are applied."""
+    store = make_store()
+    vocab = Vocabulary.from_prepared(vocab_dir)
+    before = make_events(120, 6, seed=21)
+    after = make_events(120, 6, seed=22, start=T0 + 50 * 86_400)
+    workers = []
+    for events in (before, after):
+        with EmbeddedBroker() as running:
+            settings = KafkaSettings(running.bootstrap_servers)
+            topics = {"topic": "ccrec.reset", "dlq_topic": "ccrec.reset.dlq",
+                      "group_id": "g-reset"}
+            ensure_topics(settings, 4, topics=(topics["topic"], topics["dlq_topic"]))
+            produce(settings, topics["topic"], events)
+            worker = StreamWorker(settings, store, vocab, worker_config(topics)).start()
+            wait_committed(settings, topics, len(events))
+            worker.stop()
+            workers.append(worker)
+    assert [(w.stats.applied, w.stats.duplicates) for w in workers] == [(120, 0), (120, 0)]
+    assert len({next(iter(w.updater.topic_ids.values())) for w in workers}) == 2
+    want = batch_features(before + after, SPEC)
+    assert online_features(store, list(want)) == want
