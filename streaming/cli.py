@@ -134,7 +134,10 @@ def run_cmd(
 
     config = worker_config(group_id, topic, dlq_topic, batch_size, max_poll_interval_ms,
                            session_timeout_ms, max_past, crash_after_pushes)
-    vocab = Vocabulary.from_prepared(dataset)
+    try:
+        vocab = Vocabulary.from_prepared(dataset)
+    except (FileNotFoundError, ValueError) as exc:  # no vocab.json, or one without items
+        raise click.ClickException(f"{dataset}: {exc}") from exc
     store = open_from_options(feast_env, root, project, redis_url)
     liveness = Liveness(config.liveness_timeout_s)
     with bootstrap(bootstrap_servers) as settings:

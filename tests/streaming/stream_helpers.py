@@ -61,13 +61,14 @@ def item_category(item: int) -> int:
     return 1 + item % NUM_CATEGORIES
 
 
-def make_events(n: int, users: int, seed: int = 0, start: int = T0) -> list[dict]:
-    """Wire-format events, time-ordered per user, spread over ~40 days."""
+def make_events(n: int, users: int, seed: int = 0, start: int = T0,
+                items: int = NUM_ITEMS) -> list[dict]:
+    """Wire-format events (items i1..i<items>), time-ordered per user, over ~40 days."""
     rng = np.random.default_rng(seed)
     times = start + np.sort(rng.integers(0, 40 * 86_400, n))
     out = []
     for k, t in enumerate(times):
-        item = int(rng.integers(1, NUM_ITEMS + 1))
+        item = int(rng.integers(1, items + 1))
         out.append({
             "user_id": f"u{int(rng.integers(users))}", "item_id": f"i{item}",
             "category_id": f"c{item_category(item)}", "event_type": "click",
