@@ -40,7 +40,7 @@ class EventPublisher:
             from streaming.broker import KafkaSettings
 
             settings = KafkaSettings.from_env(self.bootstrap_servers)
-            self._producer = KafkaProducer(**settings.config(), acks=1, linger_ms=0,
+            self._producer = KafkaProducer(**settings.config(), acks="all", linger_ms=0,
                                            request_timeout_ms=5000, max_block_ms=5000)
         return self._producer
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,10 @@ SERVERS_HELP = "Kafka bootstrap servers; default $KAFKA_BOOTSTRAP_SERVERS, else 
 @click.group()
 def stream() -> None:
     """Kafka click events → Feast features (broker, replay, worker)."""
+    # The console shows the worker's lines; the clients' own INFO lines (connections,
+    # group joins) only when something goes wrong.
+    for name in ("kafka", "feast"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @stream.command("broker")
@@ -131,6 +136,10 @@ def run_cmd(
     """
     from streaming.health import Liveness
     from streaming.worker import StreamWorker
+
+    # Importing Feast shows every deprecation warning once; those of the Kafka client
+    # and the standard library it calls are no news to the worker's operator.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     config = worker_config(group_id, topic, dlq_topic, batch_size, max_poll_interval_ms,
                            session_timeout_ms, max_past, crash_after_pushes)

@@ -269,3 +269,16 @@ def test_after_a_broker_reset_new_events_are_applied(make_store, vocab_dir) -> N
     assert len({next(iter(w.updater.topic_ids.values())) for w in workers}) == 2
     want = batch_features(before + after, SPEC)
     assert online_features(store, list(want)) == want
+
+
+def test_every_producer_waits_for_all_in_sync_replicas(broker, topics, tmp_path, vocab_dir):
+    """acks=all: the events producer (the API's clicks, replays) and the worker's DLQ."""
+    from features.store import open_store
+
+    with EventProducer(broker, topic=topics["topic"]) as producer:
+        assert producer.producer.config["acks"] == -1  # kafka-python's spelling of "all"
+    worker = StreamWorker(broker, open_store(tmp_path), Vocabulary.from_prepared(vocab_dir),
+                          worker_config(topics)).start()
+    wait_for(lambda: worker.producer is not None, 60, "the worker's clients")
+    worker.stop()
+    assert worker.producer.config["acks"] == -1
