@@ -38,13 +38,17 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ccrec.data.prepared import resolve
 from ccrec.data.sequences import past_sequences
 from features import definitions as d
-from features.store import SEQUENCE_FEATURES, open_store, read_state, sequence_columns
+from features.store import (
+    batch_sequence_features,
+    online_sequence_features,
+    open_store,
+    read_state,
+)
 from streaming.broker import bootstrap
 from streaming.config import WorkerConfig
 from streaming.events import EventProducer, dataset_events, ensure_topics
@@ -155,17 +159,7 @@ def batch_features(events: list[dict], vocab: dict, spec) -> dict[str, dict]:
         "category": [cats[e["category_id"]] for e in events],
         "timestamp": [int(pd.Timestamp(e["timestamp"]).timestamp()) for e in events],
     })
-    rows = sequence_columns(past_sequences(frame, spec))
-    return {names[u]: {k: _plain(row[k]) for k in SEQUENCE_FEATURES}
-            for u, (_, row) in zip(rows["user"], rows.iterrows(), strict=True)}
-
-
-def _plain(value):
-    if value is None:
-        return None
-    if isinstance(value, list | np.ndarray):
-        return [int(v) for v in value]
-    return int(value)
+    return batch_sequence_features(past_sequences(frame, spec), names)
 
 
 def dlq_sources(settings, topic: str) -> dict[tuple[int, int], str]:
@@ -243,8 +237,7 @@ def run(args) -> dict:
             worker.process.wait(60)
             users = sorted({e["user_id"] for e in valid})
             state = read_state(store, users)
-            online = {u: {k: _plain(state[k][i]) for k in SEQUENCE_FEATURES}
-                      for i, u in enumerate(users)}
+            online = online_sequence_features(store, users)
             want = batch_features(valid, vocab, WorkerConfig().sequence)
             expected: dict[str, list[str]] = {}
             for e in valid:

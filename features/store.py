@@ -249,6 +249,30 @@ def sequence_columns(past: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def batch_sequence_features(past: pd.DataFrame, user_ids: Sequence[str]) -> dict[str, dict]:
+    """:func:`~ccrec.data.sequences.past_sequences` output (its ``user`` indexes
+    ``user_ids``) → user id → sequence feature → value (ints, lists of ints): what the
+    stream must serve for those events."""
+    rows = sequence_columns(past)
+    return {user_ids[u]: {k: _plain(row[k]) for k in SEQUENCE_FEATURES}
+            for u, (_, row) in zip(rows["user"], rows.iterrows(), strict=True)}
+
+
+def online_sequence_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
+    """user id → sequence feature → value as Feast serves it (None: the user has no row)."""
+    data = read_state(store, list(user_ids))
+    return {u: {k: _plain(data[k][i]) for k in SEQUENCE_FEATURES}
+            for i, u in enumerate(user_ids)}
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list | np.ndarray):
+        return [int(v) for v in value]
+    return int(value)
+
+
 def historical_features(
     store: FeatureStore, user_ids: Sequence[str], cutoffs: Sequence[int]
 ) -> pd.DataFrame:

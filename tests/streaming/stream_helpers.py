@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 
 from ccrec.data.sequences import SequenceSpec, past_sequences
-from features.store import SEQUENCE_FEATURES, open_store, read_state, sequence_columns
+from features.store import (
+    batch_sequence_features,
+    online_sequence_features,
+    open_store,
+    read_state,
+)
 from streaming.broker import EmbeddedBroker, KafkaSettings
 from streaming.config import WorkerConfig
 from streaming.events import ensure_topics
@@ -94,26 +99,15 @@ def coded(events: list[dict]) -> tuple[pd.DataFrame, list[str]]:
 def batch_features(events: list[dict], spec: SequenceSpec = SPEC) -> dict[str, dict]:
     """user id → the batch path's features (past_sequences, as training computes them)."""
     frame, names = coded(events)
-    rows = sequence_columns(past_sequences(frame, spec))
-    return {names[u]: {k: _plain(row[k]) for k in SEQUENCE_FEATURES}
-            for u, (_, row) in zip(rows["user"], rows.iterrows(), strict=True)}
+    return batch_sequence_features(past_sequences(frame, spec), names)
 
 
 def online_features(store, user_ids) -> dict[str, dict]:
-    data = read_state(store, list(user_ids))
-    return {u: {k: _plain(data[k][i]) for k in SEQUENCE_FEATURES} for i, u in enumerate(user_ids)}
+    return online_sequence_features(store, user_ids)
 
 
 def state_of(store, user_ids) -> dict:
     return read_state(store, list(user_ids))
-
-
-def _plain(value):
-    if value is None:
-        return None
-    if isinstance(value, list | np.ndarray):
-        return [int(v) for v in value]
-    return int(value)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
