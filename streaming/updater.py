@@ -6,8 +6,9 @@ Per batch:
    timestamp range, known item and category); rejects carry their reason;
 2. read the touched users' rows (one batched read, or the rows this updater
    computed itself since its last partition assignment, a bounded LRU cache);
-3. drop events already applied: offset ≤ the row's applied offset in the same
-   topic incarnation and partition, or an event id the row has seen;
+3. reject events older than the user's latest minus the retention horizon,
+   then drop events already applied: offset ≤ the row's applied offset in the
+   same topic incarnation and partition, or an event id the row has seen;
 4. append the new events to each user's retained events and recompute every
    touched user at once (:mod:`streaming.recompute`: the shared
    :func:`ccrec.data.sequences.past_sequences`);
