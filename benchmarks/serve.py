@@ -1,12 +1,17 @@
-"""Serving latency: the Ray Serve graph vs the same models in one FastAPI process.
+"""Serving latency: the Ray Serve graph vs the same pipeline in one FastAPI process.
 
 Prints JSON: p50/p99 latency and throughput of POST /v1/recommendations at
-concurrency 1, 8 and 32 for both hosts in the same run (same toy bundle or a
-real one, same feature source), their p99 ratio at concurrency 1, and — when
-the embedded broker, the stream worker and Feast are available — the
-click-to-refreshed-recommendation latency.
+concurrency 1, 8 and 32 for both hosts in the same run (same bundle, same
+in-memory features), their p99 ratio at concurrency 1, and the
+click-to-refreshed-recommendation latency through the embedded broker, the
+stream worker and Feast.
 
-    .venv/bin/python benchmarks/serve.py [--requests 400] [--bundle DIR] [--mode fast]
+    .venv/bin/python benchmarks/serve.py [--requests 400] [--bundle DIR --prepared DIR]
+
+By default the bundle is the ML-1M configuration (full model size) trained one
+epoch per stage on a synthetic data set of 1,000 users and 18 categories, and
+the users are that data set's. ``--bundle`` serves another bundle, with the
+users of ``--prepared`` (a prepared data set with the bundle's vocabulary).
 
 ``--mode`` picks the Serve request path: ``fast`` (default) sets
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress, gRPC between replicas, user
@@ -46,13 +51,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def load(url: str, concurrency: int, requests: int, users: int, warmup: int = 30) -> dict:
+async def load(url: str, concurrency: int, requests: int, users: list[str],
+               warmup: int = 30) -> dict:
     """``requests`` POSTs from ``concurrency`` workers; latency in ms, throughput in req/s."""
     rng = random.Random(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         for _ in range(warmup):
-            (await client.post("/v1/recommendations", json={"user_id": "u0", "k": 3})
+            (await client.post("/v1/recommendations", json={"user_id": users[0], "k": 3})
              ).raise_for_status()
         latencies: list[float] = []
         errors = 0
@@ -62,7 +68,7 @@ async def load(url: str, concurrency: int, requests: int, users: int, warmup: in
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
-                body = {"user_id": f"u{rng.randrange(users)}", "k": 3}
+                body = {"user_id": rng.choice(users), "k": 3}
                 t = time.perf_counter()
                 r = await client.post("/v1/recommendations", json=body)
                 latencies.append((time.perf_counter() - t) * 1e3)
@@ -90,12 +96,12 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
-def start_plain(bundle: str, features: dict, port: int) -> subprocess.Popen:
+def start_plain(bundle: str, features: dict, url: str) -> subprocess.Popen:
     env = dict(os.environ, CCREC_BUNDLE=bundle, CCREC_FEATURES=json.dumps(features),
                OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "serve.plain:from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--log-level", "warning",
          "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
         env=env, cwd=ROOT)
 
@@ -124,33 +130,47 @@ def start_serve(bundle: str, features: dict, mode: str, batch_wait: float) -> di
     return urls
 
 
-def click_to_refresh_ms(serve_url: str, proxy_port: int, clicks: int) -> dict:
-    """Click → Kafka → stream worker → Feast → refreshed answer, through the Serve graph
-    (a cascade bundle trained on the synthetic data set with the debug config)."""
+def synthetic_bundle(tmp: Path) -> tuple[Path, Path]:
+    """A synthetic prepared data set and the ML-1M configuration trained on it for one
+    epoch per stage: a real bundle of full model size (latency, not accuracy)."""
     import torch
 
     from ccrec.bundle import save_bundle
     from ccrec.config import load
     from ccrec.data.prepared import load_prepared
     from ccrec.data.synthetic import write_synthetic
-    from ccrec.train.cascade import CascadeConfig, train_cascade
-    from serve import runtime
-    from serve.loop import LocalLoop, click_to_refresh
+    from ccrec.models.cascade import CascadeConfig
+    from ccrec.train.cascade import train_cascade
 
-    tmp = Path(tempfile.mkdtemp(prefix="ccrec-bench-"))
-    prepared_path = write_synthetic(tmp / "synthetic")
+    prepared_path = write_synthetic(tmp / "synthetic", num_users=1000, num_categories=18,
+                                    num_items=3000, max_past=10,
+                                    feature_cardinalities=(3, 8, 22))
     prepared = load_prepared(prepared_path)
-    config = load(CascadeConfig, ROOT / "ccrec" / "configs" / "debug.yaml", [])
+    one_epoch = [f"train_{stage}.{key}" for stage in ("sampler", "encoder", "scorer")
+                 for key in ("epochs=1", "progress=false")]
+    config = load(CascadeConfig, ROOT / "ccrec" / "configs" / "ml-1m.yaml", one_epoch)
     torch.set_num_threads(1)
     bundle = save_bundle(train_cascade(prepared, config).model, config, prepared.vocab,
                          tmp / "bundles", dataset="synthetic")
+    return prepared_path, bundle
+
+
+def click_to_refresh_ms(serve_url: str, proxy_port: int, prepared_path: Path, bundle: str,
+                        clicks: int) -> dict:
+    """Click → Kafka → stream worker → Feast → refreshed answer, through the Serve graph."""
+    from ccrec.data.prepared import load_prepared
+    from serve import runtime
+    from streaming.local import LocalLoop, click_to_refresh
+
+    prepared = load_prepared(prepared_path)
     vocab = prepared.vocab
     pairs = []  # (category, item) pairs seen in the data
     for row in prepared.split("train").itertuples():
         pairs += [(int(c), int(items[0])) for c, items in zip(row.past_categories,
                                                               row.past_items, strict=True)]
+    tmp = Path(tempfile.mkdtemp(prefix="ccrec-bench-"))
     with LocalLoop(prepared_path, tmp / "feast") as loop:
-        runtime.deploy(runtime.serve_config(bundle=str(bundle), features=loop.features,
+        runtime.deploy(runtime.serve_config(bundle=bundle, features=loop.features,
                                             kafka=loop.bootstrap_servers, port=proxy_port,
                                             replicas=1))
         wait_http(serve_url)
@@ -179,11 +199,14 @@ def main() -> None:
     os.dup2(2, 1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
-    parser.add_argument("--bundle", default=None, help="model bundle (default: a toy bundle)")
+    parser.add_argument("--bundle", default=None,
+                        help="model bundle (default: the ML-1M config, one epoch on synthetic "
+                             "data)")
+    parser.add_argument("--prepared", default=None,
+                        help="prepared data set whose users are served (with --bundle)")
     parser.add_argument("--mode", choices=sorted(MODES), default="fast")
     parser.add_argument("--batch-wait", type=float, default=0.0)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--clicks", type=int, default=40,
                         help="clicks for click-to-refresh latency (0: skip)")
@@ -192,30 +215,41 @@ def main() -> None:
                         help="also measure c=1 through the Serve proxy")
     args = parser.parse_args()
 
-    from serve.model import write_toy_bundle
+    from ccrec.data.prepared import load_prepared
 
-    bundle = args.bundle or str(write_toy_bundle(Path(tempfile.mkdtemp()) / "toy"))
-    features = {"source": "synthetic", "users": args.users}
+    if args.bundle and not args.prepared:
+        parser.error("--bundle needs --prepared (the data set whose users are served)")
+    if args.bundle:
+        prepared_path, bundle = Path(args.prepared), args.bundle
+    else:
+        prepared_path, bundle = synthetic_bundle(Path(tempfile.mkdtemp(prefix="ccrec-bench-")))
+    prepared = load_prepared(prepared_path)
+    users = [prepared.vocab["users"][u] for u in prepared.examples["user"].unique()]
+    features = {"source": "prepared", "path": str(prepared_path)}
     levels = [int(c) for c in args.concurrency.split(",")]
-    plain = None if args.skip_plain else start_plain(bundle, features, 8765)
-    result: dict = {"mode": args.mode, "bundle": "toy" if not args.bundle else args.bundle,
+    from serve.runtime import free_port
+
+    plain_url = f"http://127.0.0.1:{free_port()}"
+    plain = None if args.skip_plain else start_plain(str(bundle), features, plain_url)
+    result: dict = {"mode": args.mode,
+                    "bundle": args.bundle or "ml-1m config, 1 epoch on 1,000 synthetic users",
                     "requests_per_level": args.requests, "concurrency": {}}
     try:
-        urls = start_serve(bundle, features, args.mode, args.batch_wait)
+        urls = start_serve(str(bundle), features, args.mode, args.batch_wait)
         serve_url = urls.get("direct", urls["proxy"])
         result["serve_url"] = "direct ingress" if "direct" in urls else "serve proxy"
         wait_http(serve_url)
         if plain:
-            wait_http("http://127.0.0.1:8765")
+            wait_http(plain_url)
         for c in levels:
             # Interleave the two hosts in blocks so that load from other processes on
             # this shared machine falls on both alike.
             lat: dict[str, list] = {"serve": [], "plain": []}
             walls: dict[str, float] = {"serve": 0.0, "plain": 0.0}
-            hosts = {"serve": serve_url, **({"plain": "http://127.0.0.1:8765"} if plain else {})}
+            hosts = {"serve": serve_url, **({"plain": plain_url} if plain else {})}
             for _ in range(args.blocks):
                 for name, url in hosts.items():
-                    block = asyncio.run(load(url, c, args.requests // args.blocks, args.users,
+                    block = asyncio.run(load(url, c, args.requests // args.blocks, users,
                                              warmup=5))
                     lat[name] += block["latencies"]
                     walls[name] += block["wall"]
@@ -225,14 +259,14 @@ def main() -> None:
                             f"{name}_p99_ms": round(percentile(lat[name], 0.99), 2),
                             f"{name}_qps": round(len(lat[name]) / walls[name], 1)})
             if "proxy" in urls and "direct" in urls and c == 1 and args.proxy:
-                via = asyncio.run(load(urls["proxy"], 1, args.requests, args.users))
+                via = asyncio.run(load(urls["proxy"], 1, args.requests, users))
                 row.update({"serve_via_proxy_p50_ms": via["p50_ms"],
                             "serve_via_proxy_p99_ms": via["p99_ms"]})
             result["concurrency"][str(c)] = row
             print(f"c={c}: {row}", file=sys.stderr)
         if args.clicks:
-            result["click_to_refresh_ms"] = click_to_refresh_ms(serve_url, int(urls["port"]),
-                                                                args.clicks)
+            result["click_to_refresh_ms"] = click_to_refresh_ms(
+                serve_url, int(urls["port"]), prepared_path, str(bundle), args.clicks)
             print(f"click_to_refresh_ms: {result['click_to_refresh_ms']}", file=sys.stderr)
         first = result["concurrency"].get("1", {})
         if "plain_p99_ms" in first:

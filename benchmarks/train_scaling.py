@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +40,9 @@ from ccrec.config import load  # noqa: E402
 from ccrec.data.prepared import load_prepared  # noqa: E402
 from ccrec.models.cascade import CascadeConfig  # noqa: E402
 from ccrec.train.cascade import train_cascade  # noqa: E402
-from ccrec.train.distributed import RayConfig, ensure_prepared, train_cascade_ray  # noqa: E402
+from ccrec.train.distributed import train_cascade_ray  # noqa: E402
+from ccrec.train.run import ensure_prepared  # noqa: E402
+from ccrec.train.stage_runner import RayConfig  # noqa: E402
 
 STAGES = ("m1", "vae", "m2")
 
@@ -49,8 +50,7 @@ STAGES = ("m1", "vae", "m2")
 def _single(path: Path, config: CascadeConfig) -> tuple[dict, dict, dict]:
     torch.set_num_threads(1)
     result = train_cascade(load_prepared(path), config)
-    epoch = {s: float(np.mean([h["train_seconds"] for h in f.history]))
-             for s, f in result.fits.items()}
+    epoch = {s: f.epoch_seconds for s, f in result.fits.items()}
     rate = {s: f.examples_per_s for s, f in result.fits.items()}
     wall = {s: result.seconds[s] for s in STAGES}
     return epoch, rate, wall
@@ -80,8 +80,8 @@ def main() -> None:
             result = train_cascade_ray(path, config, RayConfig(
                 num_workers=workers, storage_path=storage, name=f"scaling-{workers}"))
             key = str(workers)
-            epoch[key] = {s: r.epoch_seconds for s, r in result.stages.items()}
-            rate[key] = {s: r.examples_per_s for s, r in result.stages.items()}
+            epoch[key] = {s: f.epoch_seconds for s, f in result.fits.items()}
+            rate[key] = {s: f.examples_per_s for s, f in result.fits.items()}
             wall[key] = {s: result.seconds[s] for s in STAGES}
             print(f"{workers} worker(s): {rate[key]}", file=sys.stderr)
     ray.shutdown()

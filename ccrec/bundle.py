@@ -27,18 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from ccrec.batch import item_profiles, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
-from ccrec.models.cascade import CascadeConfig, CCRec
+from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
@@ -214,8 +214,41 @@ class UserRequest:
     user_features: Sequence[int] | None = None
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Stage 1's answer for one user: what the scorer needs besides the user.
+
+    Args:
+        categories: r_t, M1's candidates (no padding; excluded categories removed).
+        m1: y^{M1}, M1's probability of each candidate.
+        tail: the next categories in M1's order (neither in r_t nor excluded), as
+            many as the top-k list needs after the candidates.
+        tail_m1: their M1 probabilities.
+    """
+
+    categories: list[int]
+    m1: list[float]
+    tail: list[int]
+    tail_m1: list[float]
+
+
+def _pad(rows: Sequence[Sequence[int]], width: int) -> Tensor:
+    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+    return out
+
+
 class CascadeRecommender:
     """Top-k categories from a trained cascade, one user or a batch.
+
+    The cascade runs in one call (:meth:`recommend_batch`, through
+    :meth:`CCRec.score_tensors`) or split at r_t into its two serving stages:
+    :meth:`sample` (M1 → r_t with y^{M1}) and :meth:`score` (VAE μ + M2 over
+    r_t). Split, it ranks as the one call does: candidates by M2's score, then
+    the other categories in M1's order (score y^{M1} − 1).
 
     Args:
         model: the :class:`CCRec` cascade.
@@ -227,27 +260,96 @@ class CascadeRecommender:
         self.model = model.eval()
         self.categories: list[str] = list(vocab["categories"])
         self.category_index = {c: i for i, c in enumerate(self.categories) if i > 0}
+        self.num_categories = len(self.categories) - 1
         self.num_features = len(vocab["user_features"])
         self.max_past = config.max_past
         self.profile_dim = config.encoder.item_profile_dim
+        with torch.inference_mode():
+            empty = torch.zeros(1, self.max_past, dtype=torch.long)
+            self._popularity = self.model.sampler(empty)[0].exp()  # [C+1]
 
-    def _tensors(self, requests: Sequence[UserRequest]):
-        past = pad_sequences([r.past_categories for r in requests], self.max_past)
-        feats = np.zeros((len(requests), self.num_features), np.int64)
-        for i, r in enumerate(requests):
-            if r.user_features is not None:
-                feats[i, : len(r.user_features)] = r.user_features
-        # without items, a user's interactions have all-zero profiles
-        profiles = item_profiles(
-            [r.past_items if r.past_items is not None else [] for r in requests],
-            self.max_past, self.profile_dim)
-        return torch.from_numpy(past), profiles, torch.from_numpy(feats)
+    # --- inputs: pasts truncated and padded by ccrec.batch's one rule ---------------------
+    def _past(self, requests: Sequence[UserRequest]) -> Tensor:
+        """[B, k] long: the most recent k past categories, oldest first."""
+        return torch.from_numpy(pad_sequences([r.past_categories for r in requests],
+                                              self.max_past))
 
+    def _profiles(self, requests: Sequence[UserRequest]) -> Tensor:
+        """[B, k, P] float: the item profiles of the same k category interactions (all
+        zero for a request without item lists)."""
+        return item_profiles([r.past_items or [] for r in requests], self.max_past,
+                             self.profile_dim)
+
+    def _features(self, requests: Sequence[UserRequest]) -> Tensor:
+        """[B, F] long: f_t (0 = unknown)."""
+        return _pad([list(r.user_features or ())[: self.num_features] for r in requests],
+                    self.num_features)
+
+    # --- the two serving stages --------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, requests: Sequence[UserRequest], k: Sequence[int],
+               exclude: Sequence[Collection[int]] | None = None) -> list[Candidates]:
+        """Stage 1 for each request: r_t with y^{M1}, and a tail long enough for ``k[i]``.
+
+        Args:
+            requests: users with at least one past category interaction.
+            k: the length of each user's top-k list.
+            exclude: category indices never to return, per request.
+        """
+        past = self._past(requests)  # [B, k]
+        log_probs = self.model.sampler(past)  # [B, C+1]
+        cands, m1 = candidates_from_m1(log_probs, past, self.model.candidate_config)  # [B, R]
+        rest = log_probs.scatter(1, cands, -torch.inf)  # [B, C+1]: not a candidate
+        rest[:, 0] = -torch.inf
+        out = []
+        for i, (row, probs) in enumerate(zip(cands.tolist(), m1.tolist(), strict=True)):
+            excluded = set(exclude[i]) if exclude is not None else set()
+            kept = [(c, p) for c, p in zip(row, probs, strict=True) if c and c not in excluded]
+            if excluded:
+                rest[i, sorted(excluded)] = -torch.inf
+            tail = rest[i].topk(min(max(k[i] - len(kept), 0), int(torch.isfinite(rest[i]).sum())))
+            out.append(Candidates([c for c, _ in kept], [p for _, p in kept],
+                                  tail.indices.tolist(), tail.values.exp().tolist()))
+        return out
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[UserRequest], candidates: Sequence[Candidates],
+              k: Sequence[int]) -> list[list[tuple[int, float]]]:
+        """Stage 2 for each request: the top-``k[i]`` (category index, score), best first.
+
+        M2 scores each candidate on its own, so candidates removed in
+        :meth:`sample` change no other candidate's score.
+        """
+        past = self._past(requests)  # [B, k]
+        width = max(1, max(len(c.categories) for c in candidates))
+        cands = _pad([c.categories for c in candidates], width)  # [B, R]
+        m1 = torch.zeros(len(candidates), width)  # [B, R]
+        for i, c in enumerate(candidates):
+            m1[i, : len(c.m1)] = torch.as_tensor(c.m1)
+        emb = None
+        if self.model.scorer.config.use_vae:
+            assert self.model.encoder is not None
+            emb = self.model.encoder.embed(self._features(requests), self._profiles(requests),
+                                           past)  # [B, k, E]
+        scores = self.model.scorer(past, emb, cands, m1).tolist()  # [B, R]
+        out = []
+        for i, c in enumerate(candidates):
+            ranked = sorted(zip(c.categories, scores[i][: len(c.categories)], strict=True),
+                            key=lambda pair: -pair[1])
+            ranked += [(t, p - 1.0) for t, p in zip(c.tail, c.tail_m1, strict=True)]
+            out.append(ranked[: k[i]])
+        return out
+
+    def popularity(self) -> Tensor:
+        """[C+1] M1's probabilities on an empty history: the cold-start prior."""
+        return self._popularity.clone()
+
+    # --- the one-call cascade -------------------------------------------------------------
     @torch.inference_mode()
     def scores(self, requests: Sequence[UserRequest]) -> torch.Tensor:
         """[B, C+1] cascade scores (column 0 is padding)."""
-        past, profiles, feats = self._tensors(requests)
-        return self.model.score_tensors(past, profiles, feats)
+        return self.model.score_tensors(self._past(requests), self._profiles(requests),
+                                        self._features(requests))
 
     @torch.inference_mode()
     def recommend_batch(self, requests: Sequence[UserRequest], k: int = 3,

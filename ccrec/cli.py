@@ -65,11 +65,33 @@ def data_fetch(dataset: str) -> None:
     click.echo(fetch(dataset))
 
 
-def _prepare_config(dataset: str, overrides: tuple[str, ...]):
+def _prepare_config(dataset: str, overrides: tuple[str, ...], **flags):
+    """The data set's defaults, then ``--set`` overrides, then the named flags."""
     from ccrec.data.prepare import PrepareConfig, default_config
 
-    base = to_dict(default_config(dataset))
-    return build(PrepareConfig, apply_overrides(base, list(overrides)))
+    values = apply_overrides(to_dict(default_config(dataset)), list(overrides))
+    for name in ("future", "cutoff_mode", "cutoff"):
+        if flags.get(name) is not None:
+            values[name] = flags[name]  # as typed: a date stays a string
+    if flags.get("max_past") is not None:
+        values["sequence"] = {**values["sequence"], "max_past": flags["max_past"]}
+    return build(PrepareConfig, values)
+
+
+def _horizon_options(f):
+    """The task's flags of ``ccrec data prepare`` (see docs/data.md)."""
+    for option in reversed([
+        click.option("--future", default=None,
+                     help="Horizon: cis:N (first N category interactions after the "
+                          "cutoff, default cis:3), days:D or all."),
+        click.option("--max-past", type=int, default=None,
+                     help="k, the past category interactions kept (default 10)."),
+        click.option("--cutoff-mode", type=click.Choice(["global", "per_user"]), default=None,
+                     help="One cutoff time for all users, or one per user."),
+        click.option("--cutoff", default=None, help="ISO date of the global cutoff."),
+    ]):
+        f = option(f)
+    return f
 
 
 @data.command("prepare")
@@ -78,37 +100,47 @@ def _prepare_config(dataset: str, overrides: tuple[str, ...]):
     "--category-level", default=None,
     help=f"complete-journey: one of {', '.join(CJ_CATEGORY_LEVELS)} (default product_category)",
 )
+@_horizon_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preparation setting, e.g. --set sequence.max_past=5")
-def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str, ...]) -> None:
+              help="Override a preparation setting, e.g. --set max_origins_per_user=20")
+def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str, ...],
+                 **flags) -> None:
     """Group events into category interactions, split past/future and users."""
     from ccrec.data.prepare import prepare
 
     started = time.perf_counter()
+    config = _prepare_config(dataset, overrides, **flags)
     with console.status(f"preparing {dataset}"):
-        path = prepare(dataset, _prepare_config(dataset, overrides), category_level=category_level)
-    console.print(f"prepared {dataset} in {time.perf_counter() - started:.1f}s → {path}")
+        path = prepare(dataset, config, category_level=category_level)
+    meta = json.loads((path / "meta.json").read_text())
+    console.print(f"prepared {dataset} ({config.protocol}) in "
+                  f"{time.perf_counter() - started:.1f}s → {path}\n"
+                  f"users {meta['split_users']}\nexamples {meta['split_examples']}")
     click.echo(path)
 
 
 @data.command("stats")
 @click.option("--dataset", required=True, help=f"{DATASET_HELP}; prepared if needed")
 @click.option("--category-level", default=None)
+@click.option("--future", default=None, help="The horizon of the prepared data (default cis:3).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def data_stats(dataset: str, category_level: str | None, as_json: bool) -> None:
+def data_stats(dataset: str, category_level: str | None, future: str | None,
+               as_json: bool) -> None:
     """The paper's Table 2 columns for train, warm test and cold test users."""
     from ccrec.data.prepare import prepare, prepared_name
     from ccrec.data.prepared import load_prepared, resolve
     from ccrec.data.stats import table2, table2_markdown
 
-    name = prepared_name(dataset, category_level)
+    name = prepared_name(dataset, category_level, future)
     if not (resolve(name) / "meta.json").exists():
         with console.status(f"preparing {dataset}"):
-            prepare(dataset, category_level=category_level)
+            prepare(dataset, _prepare_config(dataset, (), future=future),
+                    category_level=category_level)
     prepared = load_prepared(name)
     rows = table2(prepared)
     if as_json:
-        click.echo(json.dumps({"dataset": name, "splits": rows}, indent=2))
+        click.echo(json.dumps({"dataset": name, "protocol": prepared.meta.get("protocol"),
+                               "splits": rows}, indent=2))
     else:
         click.echo(table2_markdown(name, rows))
 
@@ -118,9 +150,13 @@ def _cascade_config(dataset: str, config_path: str | None, overrides: tuple[str,
     from pathlib import Path
 
     from ccrec.config import load
+    from ccrec.data.prepared import resolve
     from ccrec.models.cascade import CascadeConfig
 
     if config_path is None:
+        meta = resolve(dataset) / "meta.json"  # a prepared variant (ml-1m-all) → its data set
+        if meta.exists():
+            dataset = json.loads(meta.read_text()).get("dataset", dataset)
         default = Path(__file__).parent / "configs" / f"{dataset}.yaml"
         config_path = str(default) if default.exists() else None
     return load(CascadeConfig, config_path, list(overrides))
@@ -182,31 +218,19 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     import torch
 
-    from ccrec.bundle import save_bundle
-    from ccrec.evaluate import evaluate_recommender
-    from ccrec.train.cascade import train_cascade
+    from ccrec.train.run import ensure_prepared, train_and_bundle
 
     torch.set_num_threads(threads)
-    if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import ensure_prepared, train_with_ray
-
+    with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
-        config = _cascade_config(path.name, config_path, overrides)
-        click.echo(train_with_ray(path, config, Path(out or f"runs/bundles/{path.name}"),
-                                  **ray_options))
+    config = _cascade_config(path.name, config_path, overrides)
+    bundles_root = Path(out or f"runs/bundles/{path.name}")
+    if ray_options.pop("use_ray"):
+        from ccrec.train.distributed import train_with_ray
+
+        click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
-    name, prepared = _load_for_training(dataset, category_level)
-    config = _cascade_config(name, config_path, overrides)
-    result = train_cascade(prepared, config)
-    valid = evaluate_recommender(result.model, result.tables["valid"])
-    fits = {k: {"best_epoch": f.best_epoch, "epochs": len(f.history),
-                "examples_per_s": f.examples_per_s} for k, f in result.fits.items()}
-    path = save_bundle(result.model, config, prepared.vocab,
-                       Path(out or f"runs/bundles/{Path(name).name}"), dataset=name,
-                       metrics={"valid": valid, "fits": fits, "seconds": result.seconds})
-    console.print(f"trained in {result.seconds['total']:.1f}s; validation "
-                  + " ".join(f"{k}={valid[k]:.4f}" for k in ("HR@1", "HR@3", "HR@5")))
-    click.echo(path)
+    click.echo(train_and_bundle(path, config, bundles_root).path)  # the log line has the metrics
 
 
 def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -237,17 +261,23 @@ def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 @click.option("--bundle/--no-bundle", "with_bundle", default=True,
               help="Save the CCRec cascade as a bundle under <out-dir>/bundles.")
 @click.option("--models", "models", default="default", show_default=True,
-              help="Rows: 'default' (CCRec, ablations, Popularity, Last-category), 'all' "
+              help="Rows: 'default' (CCRec, ablations, the simple baselines), 'all' "
                    "(also the paper's baselines), or a comma list, e.g. CCRec,SASRec.")
+@click.option("--replay-points", default=None, type=int,
+              help="Replayed moments per test user (default 20).")
 def evaluate(dataset: str, category_level: str | None, config_path: str | None,
              overrides: tuple[str, ...], threads: int, out_dir: str | None,
-             json_path: str | None, sensitivity: bool, with_bundle: bool, models: str) -> None:
-    """Train CCRec and its ablations; write the paper's table for warm and cold users."""
+             json_path: str | None, sensitivity: bool, with_bundle: bool, models: str,
+             replay_points: int | None) -> None:
+    """Train the rows; score warm, cold and replayed test users; write the report.
+
+    Rows of earlier runs in the same --out-dir (same prepared data) stay in the report.
+    """
     from pathlib import Path
 
     import torch
 
-    from ccrec.evaluate import SENSITIVITY_SIZES, markdown_table, run_evaluation
+    from ccrec.evaluate import SENSITIVITY_SIZES, run_evaluation
 
     torch.set_num_threads(threads)
     rows, baselines = _evaluation_rows(models)
@@ -258,11 +288,34 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         prepared, config, out_dir=out, json_path=Path(json_path) if json_path else None,
         sensitivity_sizes=SENSITIVITY_SIZES if sensitivity else (),
         bundle_root=out / "bundles" if with_bundle else None, title=Path(name).name,
-        rows=rows, baselines=baselines,
+        rows=rows, baselines=baselines, replay_points=replay_points,
     )
-    for group, rows in summary["results"].items():
-        click.echo(f"\n{group} users\n" + markdown_table(rows))
-    console.print(f"done in {summary['seconds']:.0f}s → {out}")
+    report = summary["report"]
+    for group, n in report["n"].items():
+        best = report["best"].get(group, {}).get("HR@1", {})
+        click.echo(f"{group}: n = {n} users, {report['points'][group]} points; best HR@1 "
+                   f"{best.get('row')} (p vs runner-up {best.get('p', float('nan')):.3g})")
+    console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
+
+
+@cli.command()
+@click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
+@click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
+@click.option("--title", default=None, help="Title of the tables and plots.")
+def report(out_dir: str, json_path: str | None, title: str | None) -> None:
+    """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
+    from pathlib import Path
+
+    from ccrec.evaluate import ROW_ORDER
+    from ccrec.report import load_protocol, load_rows, write_report
+
+    out = Path(out_dir)
+    rows = load_rows(out, order=ROW_ORDER)
+    if not rows:
+        raise click.BadParameter(f"{out} has no stored rows", param_hint="--out-dir")
+    write_report(rows, out, title or out.name, protocol=load_protocol(out),
+                 json_path=Path(json_path) if json_path else None)
+    console.print(f"report → {out / 'results.md'}")
 
 
 def main() -> None:

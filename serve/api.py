@@ -1,26 +1,29 @@
 """The HTTP API (FastAPI): routes, request/response models, error handling.
 
 :func:`create_app` builds the same app for both hosts — the Ray Serve Ingress
-and the single-process app — around a :class:`~serve.service.RecommendService`.
-The OpenAPI schema at ``/openapi.json`` (docs at ``/docs``) documents it.
+and the single-process app — around a :class:`~serve.pipeline.Pipeline` and
+:class:`Clicks`. The OpenAPI schema at ``/openapi.json`` (docs at ``/docs``)
+documents it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 from ccrec.schema import SCHEMA_VERSION, Event, Identifier
-from serve.core import ModelNotReady
-from serve.events import StreamUnavailable
-from serve.service import RecommendService
+from serve.pipeline import ColdStart, ModelNotReady, Pipeline, Readiness
+from streaming.events import EventProducer, StreamUnavailable
 
 API_VERSION = "1.0.0"
 #: Largest request body accepted (bytes); larger ones get 413.
@@ -95,8 +98,8 @@ class RecommendationResponse(BaseModel):
     feature_timestamp: datetime | None = Field(
         description="Time of the user's latest event the features include (null: none).")
     cold_start: bool = Field(description="True when the user has no known past interactions.")
-    cold_start_strategy: Literal["popularity", "profile"] | None = Field(
-        description="popularity, or profile (f_t known); null for warm users.")
+    cold_start_strategy: ColdStart | None = Field(
+        description="The prior that answered a cold user; null for warm users.")
 
 
 class EventAccepted(BaseModel):
@@ -112,10 +115,37 @@ class Problem(BaseModel):
     detail: str | list
 
 
-class Readiness(BaseModel):
-    ready: bool
-    model: dict
-    features: bool
+class Clicks:
+    """POST /v1/events → Kafka through one :class:`streaming.events.EventProducer`,
+    created on the first click (the API starts and answers without a broker).
+
+    Args:
+        bootstrap_servers: ``host:port[,…]``; default ``$KAFKA_BOOTSTRAP_SERVERS``.
+    """
+
+    def __init__(self, bootstrap_servers: str | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        self._producer: EventProducer | None = None
+
+    def _connect(self) -> EventProducer:
+        from streaming.broker import KafkaSettings
+
+        return EventProducer(KafkaSettings.from_env(self.bootstrap_servers), linger_ms=0,
+                             request_timeout_ms=5000, max_block_ms=5000)
+
+    async def send(self, event: Event) -> EventAccepted:
+        if not self.bootstrap_servers:
+            raise StreamUnavailable("KAFKA_BOOTSTRAP_SERVERS is not set")
+        if self._producer is None:
+            self._producer = await asyncio.to_thread(self._connect)
+        meta = await self._producer.send_async(event)
+        return EventAccepted(event_id=event.dedup_id, topic=meta.topic,
+                             partition=meta.partition, offset=meta.offset)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
 
 class BodyLimit:
@@ -124,15 +154,15 @@ class BodyLimit:
     A pure ASGI middleware (not ``BaseHTTPMiddleware``) adds microseconds, not a task.
     """
 
-    def __init__(self, app, service: RecommendService, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.service, self.limit = app, service, limit
+    def __init__(self, app, pipeline: Pipeline, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.pipeline, self.limit = app, pipeline, limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         route = path if path in ROUTES else "other"
-        metrics = self.service.metrics
+        metrics = self.pipeline.metrics
         started = time.perf_counter()
         status = {"code": 500}
 
@@ -175,13 +205,12 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(service: RecommendService, *, title: str = "CCRec") -> FastAPI:
-    """The HTTP API around ``service``."""
+def create_app(pipeline: Pipeline, clicks: Clicks, *, title: str = "CCRec") -> FastAPI:
+    """The HTTP API around ``pipeline`` (recommendations) and ``clicks`` (events)."""
     app = FastAPI(
         title=title, version=API_VERSION,
         description="Real-time category recommendations (the cascading CCRec model).",
     )
-    app.state.service = service
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -205,23 +234,26 @@ def create_app(service: RecommendService, *, title: str = "CCRec") -> FastAPI:
               responses=unavailable, tags=["recommendations"])
     async def recommendations(body: RecommendationRequest) -> RecommendationResponse:
         """Top-k categories for a user; unknown or cold users get a flagged cold-start answer."""
-        rec = await service.recommend(body.user_id, body.k, body.exclude)
+        rec = await pipeline.recommend(body.user_id, body.k, body.exclude)
+        ranked = rec.ranked
         return RecommendationResponse(
             user_id=rec.user_id,
             categories=[ScoredCategory(category_id=c, score=s)
-                        for c, s in zip(rec.categories, rec.scores, strict=True)],
-            model_version=rec.model_version,
+                        for c, s in zip(ranked.categories, ranked.scores, strict=True)],
+            model_version=ranked.version,
             feature_timestamp=(datetime.fromtimestamp(rec.feature_timestamp, UTC)
                                if rec.feature_timestamp else None),
-            cold_start=rec.cold_start is not None,
-            cold_start_strategy=rec.cold_start,  # type: ignore[arg-type]
+            cold_start=ranked.cold_start is not None,
+            cold_start_strategy=ranked.cold_start,
         )
 
     @app.post("/v1/events", status_code=202, response_model=EventAccepted,
               responses=unavailable, tags=["events"])
     async def events(event: ClickEvent) -> EventAccepted:
         """Validate one interaction (a click) and produce it to Kafka for the stream worker."""
-        return EventAccepted(**await service.publish(event))
+        accepted = await clicks.send(event)
+        pipeline.metrics.events.inc()
+        return accepted
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -231,15 +263,15 @@ def create_app(service: RecommendService, *, title: str = "CCRec") -> FastAPI:
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
              tags=["operations"])
     async def readyz() -> JSONResponse:
-        """Readiness: 200 once a model bundle is loaded and the feature store answers."""
-        state = await service.ready()
-        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+        """Readiness: 200 once both stages hold a bundle and the feature store answers."""
+        state = await pipeline.ready()
+        return JSONResponse(jsonable_encoder(state), status_code=200 if state.ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
-        return Response(service.metrics.render(),
+        return Response(pipeline.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.add_middleware(BodyLimit, service=service)
+    app.add_middleware(BodyLimit, pipeline=pipeline)
     return app

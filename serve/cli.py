@@ -10,16 +10,14 @@ from pathlib import Path
 
 import click
 
+from features.cli import feast_options
+
 log = logging.getLogger(__name__)
 
-FEATURES_HELP = "Feast store root (default: features/ in the repository)"
-
-
-def _features(root: str | None, online: str, project: str) -> dict:
-    config = {"source": "feast", "online": online, "project": project}
-    if root:
-        config["root"] = str(Path(root).resolve())
-    return config
+def _features(feast_env: str, root: Path, project: str | None, redis_url: str | None) -> dict:
+    """The Ingress's feature source (:func:`serve.features.reader_from_config`)."""
+    return {"source": "feast", "environment": feast_env, "root": str(root.resolve()),
+            "project": project, "redis_url": redis_url}
 
 
 @click.group()
@@ -29,10 +27,7 @@ def serve() -> None:
 
 @serve.command("run")
 @click.option("--bundle", required=True, help="Model bundle directory (ccrec train writes it).")
-@click.option("--features-root", default=None, help=FEATURES_HELP)
-@click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
-              show_default=True)
-@click.option("--project", default="ccrec", show_default=True, help="Feast project.")
+@feast_options
 @click.option("--kafka", default=None, help="Bootstrap servers for POST /v1/events "
               "(default $KAFKA_BOOTSTRAP_SERVERS).")
 @click.option("--port", default=8000, show_default=True, help="Serve proxy port.")
@@ -41,9 +36,9 @@ def serve() -> None:
 @click.option("--address", default=None, help="Ray cluster address (default: start one).")
 @click.option("--fast/--no-fast", default=True, show_default=True,
               help="Serve's fast request path (RAY_SERVE_THROUGHPUT_OPTIMIZED).")
-def run_cmd(bundle: str, features_root: str | None, online: str, project: str,
-            kafka: str | None, port: int, direct_port: int, address: str | None,
-            fast: bool) -> None:
+def run_cmd(bundle: str, feast_env: str, root: Path, project: str | None,
+            redis_url: str | None, kafka: str | None, port: int, direct_port: int,
+            address: str | None, fast: bool) -> None:
     """Start Ray and the Serve graph from serve/serve_config.yaml; Ctrl-C stops."""
     import ray
     from ray import serve as ray_serve
@@ -56,7 +51,7 @@ def run_cmd(bundle: str, features_root: str | None, online: str, project: str,
     try:
         ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
         config = runtime.serve_config(bundle=str(Path(bundle).resolve()), port=port,
-                                      features=_features(features_root, online, project),
+                                      features=_features(feast_env, root, project, redis_url),
                                       kafka=kafka)
         runtime.deploy(config)
         runtime.wait_ready(f"http://127.0.0.1:{port}", path="/healthz")
@@ -75,20 +70,17 @@ def run_cmd(bundle: str, features_root: str | None, online: str, project: str,
 
 @serve.command("plain")
 @click.option("--bundle", required=True, help="Model bundle directory.")
-@click.option("--features-root", default=None, help=FEATURES_HELP)
-@click.option("--online", type=click.Choice(["sqlite", "redis"]), default="sqlite",
-              show_default=True)
-@click.option("--project", default="ccrec", show_default=True)
+@feast_options
 @click.option("--port", default=8000, show_default=True)
-def plain_cmd(bundle: str, features_root: str | None, online: str, project: str,
-              port: int) -> None:
+def plain_cmd(bundle: str, feast_env: str, root: Path, project: str | None,
+              redis_url: str | None, port: int) -> None:
     """The same API in one process (uvicorn, no Ray): the latency baseline."""
     import uvicorn
 
     from serve.features import reader_from_config
-    from serve.plain import build_app
+    from serve.plain import PlainHost
 
-    app = build_app(bundle, reader_from_config(_features(features_root, online, project)))
+    app = PlainHost(bundle, reader_from_config(_features(feast_env, root, project, redis_url))).app
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -96,11 +88,10 @@ def plain_cmd(bundle: str, features_root: str | None, online: str, project: str,
 @click.option("--out", default="docs/openapi.json", show_default=True)
 def openapi_cmd(out: str) -> None:
     """Write the HTTP API's OpenAPI schema (the API reference)."""
-    from serve.api import create_app
     from serve.features import MemoryFeatures
-    from serve.plain import LocalService
+    from serve.plain import PlainHost
 
-    spec = create_app(LocalService(None, MemoryFeatures())).openapi()
+    spec = PlainHost(None, MemoryFeatures()).app.openapi()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(spec, indent=2) + "\n")
     click.echo(out)

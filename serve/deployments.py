@@ -1,132 +1,119 @@
-"""The Ray Serve graph: Ingress (HTTP + features) → Sampler (M1) → Scorer (VAE + M2).
+"""The Ray Serve application: Ingress (HTTP + features) → Sampler (M1) → Scorer (VAE + M2).
 
-One deployment per stage, child handles passed as constructor arguments.
-The Features read runs inside the Ingress process (one handle hop fewer: it
-is an I/O call to the online store, which a separate deployment would only
-wrap in another hop). Sampler and Scorer are separate deployments — they
-scale differently — and ``@serve.batch`` groups concurrent requests into one
-torch call each.
+One deployment per stage, child handles passed as constructor arguments,
+``app`` at the bottom (``serve run serve.deployments:app``). The feature read
+runs inside the Ingress (an I/O call to the online store, which a separate
+deployment would only wrap in another hop). Sampler and Scorer are separate
+deployments — they scale differently — and ``@serve.batch`` groups concurrent
+requests into one torch call each.
 
-Everything that changes at run time is ``user_config`` (applied in place by
-``reconfigure``, no replica restart): the bundle path of both stages (hot
-reload), the batching knobs, and the Ingress's feature source.
+The deployment options here (autoscaling, concurrency, CPUs) are the only
+ones; a Serve config file (``serve/serve_config.yaml`` on one machine,
+``deploy/serve/serve_config.yaml`` on a cluster) sets what an environment
+changes: ``user_config`` and, on a cluster, the CPUs of a stage replica.
+
+Everything that changes at run time is ``user_config``, applied in place by
+``reconfigure`` (no replica restart): the bundle path of both stages (hot
+reload), the batching knobs, the Ingress's feature source and broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.api import create_app
-from serve.core import ModelSlot, SamplerStage, ScorerStage, configure_torch
-from serve.events import EventPublisher
-from serve.features import FeatureReader, UserFeatures, reader_from_config
-from serve.service import RecommendService
+from serve.api import Clicks, create_app
+from serve.features import MemoryFeatures, reader_from_config
+from serve.pipeline import (
+    ModelSlot,
+    ModelStatus,
+    Pipeline,
+    Ranked,
+    SampleRequest,
+    SamplerStage,
+    ScoreRequest,
+    ScorerStage,
+    Shortlist,
+    configure_torch,
+)
 
-log = logging.getLogger(__name__)
-
-AUTOSCALING = {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 2,
-               "target_ongoing_requests": 16, "upscale_delay_s": 5, "downscale_delay_s": 60}
+#: Replicas follow the requests in flight: a stage replica is one torch thread.
+STAGE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 8,
+                     "upscale_delay_s": 10, "downscale_delay_s": 120}
+INGRESS_AUTOSCALING = {**STAGE_AUTOSCALING, "max_replicas": 4, "target_ongoing_requests": 16}
+#: Fractional CPUs: the three deployments fit on one 2-core machine beside a client.
+REPLICA_CPUS = {"num_cpus": 0.3}
 
 
 class _Stage:
-    """What Sampler and Scorer share: the bundle slot and in-place reconfiguration."""
+    """What Sampler and Scorer share: the bundle slot and in-place reconfiguration.
+
+    user_config: ``bundle`` (a bundle directory), ``max_batch_size``,
+    ``batch_wait_timeout_s``.
+    """
 
     def __init__(self) -> None:
         configure_torch()
         self.slot = ModelSlot()
+        self.batched: Any = None  # the @serve.batch method, set by the subclass
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        bundle = config.get("bundle")
-        if bundle:
+        if config.get("bundle"):
             # Loading in a thread keeps the replica answering with the old bundle meanwhile.
-            await asyncio.to_thread(self.slot.load, bundle)
-        batcher = getattr(self, "_batched", None)
-        if batcher is not None and "max_batch_size" in config:
-            batcher.set_max_batch_size(int(config["max_batch_size"]))
-        if batcher is not None and "batch_wait_timeout_s" in config:
-            batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+            await asyncio.to_thread(self.slot.load, config["bundle"])
+        if "max_batch_size" in config:
+            self.batched.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            self.batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
-    def status(self) -> dict[str, Any]:
-        return {"ready": self.slot.model is not None, "version": self.slot.version,
-                "error": self.slot.error, "bundle": self.slot.path}
+    def status(self) -> ModelStatus:
+        return self.slot.status()
 
 
-@serve.deployment(
-    name="Sampler", ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=64,
-    autoscaling_config=AUTOSCALING, user_config={"bundle": None},
-)
+@serve.deployment(name="Sampler", ray_actor_options=REPLICA_CPUS, max_ongoing_requests=64,
+                  autoscaling_config=STAGE_AUTOSCALING)
 class Sampler(_Stage):
-    """M1: candidates r_t with probabilities, or the cold-start answer."""
+    """M1: a shortlist (r_t, y^{M1}, the tail), or the cold-start answer."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stage = SamplerStage(self.slot)
-        self._batched = self.sample
+        self.batched = self.sample
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def sample(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def sample(self, requests: list[SampleRequest]) -> list[Shortlist | Ranked]:
         return self.stage.sample_many(requests)
 
 
-@serve.deployment(
-    name="Scorer", ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=64,
-    autoscaling_config=AUTOSCALING, user_config={"bundle": None},
-)
+@serve.deployment(name="Scorer", ray_actor_options=REPLICA_CPUS, max_ongoing_requests=64,
+                  autoscaling_config=STAGE_AUTOSCALING)
 class Scorer(_Stage):
-    """VAE embeddings of the past category interactions + M2 over the candidates."""
+    """VAE embeddings of the past category interactions + M2 over the shortlist."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stage = ScorerStage(self.slot)
-        self._batched = self.score
+        self.batched = self.score
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def score(self, requests: list[ScoreRequest]) -> list[Ranked]:
         return self.stage.score_many(requests)
 
 
-class GraphService(RecommendService):
-    """The pipeline with the Sampler and Scorer behind deployment handles."""
-
-    def __init__(self, sampler: DeploymentHandle, scorer: DeploymentHandle,
-                 features: FeatureReader) -> None:
-        super().__init__(features)
-        self.sampler, self.scorer = sampler, scorer
-        self.blocking_features = not getattr(features, "in_memory", False)
-
-    async def read_features(self, user_id: str) -> UserFeatures:
-        if self.blocking_features:
-            return (await asyncio.to_thread(self.features.read_many, [user_id]))[0]
-        return self.features.read_many([user_id])[0]
-
-    async def sample(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.sampler.sample.remote(request)
-
-    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.scorer.score.remote(request)
-
-    async def model_status(self) -> dict[str, Any]:
-        sampler, scorer = await asyncio.gather(self.sampler.status.remote(),
-                                               self.scorer.status.remote())
-        return {"ready": sampler["ready"] and scorer["ready"],
-                "version": scorer["version"] if sampler["version"] == scorer["version"] else
-                f"{sampler['version']}/{scorer['version']}",
-                "error": sampler["error"] or scorer["error"]}
-
-
-@serve.deployment(
-    name="Ingress", ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=128,
-    autoscaling_config=AUTOSCALING, user_config={"features": {"source": "feast"}},
-)
+@serve.deployment(name="Ingress", ray_actor_options=REPLICA_CPUS, max_ongoing_requests=128,
+                  autoscaling_config=INGRESS_AUTOSCALING,
+                  user_config={"features": {"source": "feast"}})
 @serve.ingress()
 class Ingress:
-    """HTTP (FastAPI) + the online feature read; calls Sampler then Scorer.
+    """HTTP (FastAPI) and the online feature read; calls Sampler, then Scorer.
+
+    user_config: ``features`` (see :func:`serve.features.reader_from_config`;
+    default the Feast store in ``features/``) and ``kafka`` (bootstrap servers
+    for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``).
 
     Args:
         sampler: handle to :class:`Sampler`.
@@ -134,24 +121,29 @@ class Ingress:
     """
 
     def __init__(self, sampler: DeploymentHandle, scorer: DeploymentHandle) -> None:
-        from serve.features import MemoryFeatures
-
-        self.service = GraphService(sampler, scorer, MemoryFeatures())
-        self._features_config: dict | None = None
+        self.sampler, self.scorer = sampler, scorer
+        self.pipeline = Pipeline(MemoryFeatures(), sampler.sample.remote, scorer.score.remote,
+                                 self.status)
+        self.clicks = Clicks()
+        self.features_config: dict[str, Any] | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """user_config: ``features`` (see :func:`serve.features.reader_from_config`) and
-        ``kafka`` (bootstrap servers for POST /v1/events; default $KAFKA_BOOTSTRAP_SERVERS)."""
         features = config.get("features") or {"source": "feast"}
-        if features != self._features_config:
-            reader = reader_from_config(features)
-            self.service.features = reader
-            self.service.blocking_features = not getattr(reader, "in_memory", False)
-            self._features_config = features
+        if features != self.features_config:
+            self.pipeline.features = reader_from_config(features)
+            self.features_config = features
         kafka = config.get("kafka")
-        if kafka and kafka != self.service.publisher.bootstrap_servers:
-            self.service.publisher.close()
-            self.service.publisher = EventPublisher(kafka)
+        if kafka and kafka != self.clicks.bootstrap_servers:
+            self.clicks.close()
+            self.clicks.bootstrap_servers = kafka
+
+    async def status(self) -> ModelStatus:
+        sampler, scorer = await asyncio.gather(self.sampler.status.remote(),
+                                               self.scorer.status.remote())
+        return ModelStatus.combine(sampler, scorer)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.service, title="CCRec")
+        return create_app(self.pipeline, self.clicks, title="CCRec")
+
+
+app = Ingress.bind(Sampler.bind(), Scorer.bind())

@@ -1,42 +1,66 @@
 """Reading a user's online features: the Feast store, or an in-memory table.
 
 Both readers return :class:`UserFeatures` (indices as the models use them).
-The Feast reader calls :func:`features.store.read_user_features`, the
-streaming engineer's API, so feature names are never typed here.
+The Feast reader calls :func:`features.store.read_user_features`, so feature
+names are never typed here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
 
-@dataclass
+from ccrec.bundle import UserRequest
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """Live category popularity, as the stream worker counts it in the feature store.
+
+    Args:
+        categories: category indices.
+        counts: the number of interactions with each.
+    """
+
+    categories: list[int]
+    counts: list[int]
+
+    def prior(self, num_categories: int) -> torch.Tensor | None:
+        """[C+1] the counts normalised over the known categories; None if none is known."""
+        prior = torch.zeros(num_categories + 1)
+        for category, count in zip(self.categories, self.counts, strict=False):
+            if 0 < category <= num_categories and count > 0:
+                prior[category] += float(count)
+        total = prior.sum()
+        return prior / total if total > 0 else None
+
+
+@dataclass(frozen=True)
 class UserFeatures:
     """What the stages need about one user.
 
     Args:
-        past_categories: δ_t, category indices, oldest first.
-        past_items: the item indices of each past category interaction.
-        user_features: f_t indices (0 = unknown).
+        user: δ_t, the item lists of its category interactions and f_t.
         last_timestamp: epoch seconds of the user's latest applied event (0 = never).
-        popular_categories / popular_counts: live category popularity (if the store has it).
+        popularity: live category popularity, if the store has it.
     """
 
-    past_categories: list[int] = field(default_factory=list)
-    past_items: list[list[int]] = field(default_factory=list)
-    user_features: list[int] = field(default_factory=list)
+    user: UserRequest
     last_timestamp: int = 0
-    popular_categories: list[int] = field(default_factory=list)
-    popular_counts: list[int] = field(default_factory=list)
+    popularity: Popularity | None = None
+
+
+UNKNOWN = UserFeatures(UserRequest([], [], []))
 
 
 class FeatureReader(Protocol):
     """Batched online feature read."""
 
     def read_many(self, user_ids: list[str]) -> list[UserFeatures]:
-        """Features of each user (empty features for an unknown user)."""
+        """Features of each user (:data:`UNKNOWN` for a user never seen)."""
 
     def ping(self) -> bool:
         """Whether the online store answers."""
@@ -55,27 +79,46 @@ class MemoryFeatures:
         self.table = dict(table or {})
 
     def read_many(self, user_ids: list[str]) -> list[UserFeatures]:
-        return [self.table.get(u) or UserFeatures() for u in user_ids]
+        return [self.table.get(u, UNKNOWN) for u in user_ids]
 
     def ping(self) -> bool:
         return True
 
+    @classmethod
+    def from_prepared(cls, dataset_or_path: str | Path) -> MemoryFeatures:
+        """Every user of a prepared data set, with the past of its latest example row (a
+        training user has one row per rolling origin)."""
+        from ccrec.data.prepared import load_prepared
+
+        prepared = load_prepared(dataset_or_path)
+        names = prepared.vocab["users"]
+        latest = prepared.examples.sort_values("last_timestamp", kind="stable").drop_duplicates(
+            "user", keep="last")
+        table = {}
+        for row in latest.itertuples():
+            user = UserRequest([int(c) for c in row.past_categories],
+                               [[int(i) for i in ci] for ci in row.past_items],
+                               [int(f) for f in row.user_features])
+            table[names[row.user]] = UserFeatures(user, int(row.last_timestamp))
+        return cls(table)
+
 
 @dataclass(frozen=True)
 class FeastSettings:
-    """Where the Feast repository is.
+    """Which Feast store to read.
 
     Args:
+        environment: the Feast environment, i.e. its ``feature_store.yaml``
+            (:data:`features.environments.ENVIRONMENTS`: sqlite, redis, production).
         root: the store root (``features/`` by default).
-        online: ``sqlite`` or ``redis``.
-        redis_url: ``host:port`` for Redis (default ``$CCREC_REDIS_URL`` / 127.0.0.1:6379).
-        project: the Feast project.
+        project: replaces the environment's Feast project.
+        redis_url: replaces a Redis online store's connection string.
     """
 
+    environment: str = "sqlite"
     root: str | None = None
-    online: str = "sqlite"
+    project: str | None = None
     redis_url: str | None = None
-    project: str = "ccrec"
 
 
 class FeastFeatures:
@@ -90,8 +133,8 @@ class FeastFeatures:
 
         self._fs = fs
         root = Path(settings.root) if settings.root else fs.FEATURES_DIR
-        self.store = fs.open_store(root, settings.online, redis_url=settings.redis_url,  # type: ignore[arg-type]
-                                   project=settings.project, apply=False)
+        self.store = fs.open_store(root, settings.environment, project=settings.project,
+                                   redis_url=settings.redis_url, apply=False)
 
     def read_many(self, user_ids: list[str]) -> list[UserFeatures]:
         from features import definitions as d
@@ -100,14 +143,13 @@ class FeastFeatures:
         out = []
         for user_id in user_ids:
             row = rows[user_id]
-            out.append(UserFeatures(
-                past_categories=[int(c) for c in row[d.PAST_CATEGORIES]],
-                past_items=[[int(i) for i in ci] for ci in row[d.PAST_ITEMS]],
-                user_features=[int(f) for f in row[d.USER_FEATURES]],
-                last_timestamp=int(row[d.LAST_TIMESTAMP]),
-                popular_categories=[int(c) for c in row.get(d.POPULAR_CATEGORIES) or []],
-                popular_counts=[int(c) for c in row.get(d.POPULAR_COUNTS) or []],
-            ))
+            user = UserRequest([int(c) for c in row[d.PAST_CATEGORIES]],
+                               [[int(i) for i in ci] for ci in row[d.PAST_ITEMS]],
+                               [int(f) for f in row[d.USER_FEATURES]])
+            popular = Popularity([int(c) for c in row.get(d.POPULAR_CATEGORIES) or []],
+                                 [int(n) for n in row.get(d.POPULAR_COUNTS) or []])
+            out.append(UserFeatures(user, int(row[d.LAST_TIMESTAMP]),
+                                    popular if popular.categories else None))
         return out
 
     def ping(self) -> bool:
@@ -118,30 +160,14 @@ class FeastFeatures:
             return False
 
 
-def synthetic_features(users: int = 1000, seed: int = 0, num_categories: int = 18,
-                       past: int = 8, now: int | None = None) -> MemoryFeatures:
-    """Reproducible users ``u0..u{n-1}`` with ``past`` category interactions each (benchmarks)."""
-    import random
-    import time
-
-    rng = random.Random(seed)
-    now = int(now or time.time())
-    table = {}
-    for i in range(users):
-        cats = [rng.randint(1, num_categories) for _ in range(past)]
-        items = [[rng.randint(1, 3000) for _ in range(rng.randint(1, 4))] for _ in cats]
-        table[f"u{i}"] = UserFeatures(cats, items, [rng.randint(1, 40) for _ in range(3)],
-                                      now - rng.randint(1, 3600))
-    return MemoryFeatures(table)
-
-
 def reader_from_config(config: dict) -> FeatureReader:
-    """A reader from a small config: ``{"source": "feast", "root", "online", "redis_url",
-    "project"}`` or ``{"source": "synthetic", "users", "seed"}`` (benchmarks, tests)."""
+    """A reader from a small config: ``{"source": "feast", "environment", "root",
+    "project", "redis_url"}`` (:class:`FeastSettings`), or ``{"source": "prepared",
+    "path"}`` (a prepared data set's users, in memory: benchmarks, tests)."""
     config = dict(config)
     source = config.pop("source", "feast")
     if source == "feast":
         return FeastFeatures(FeastSettings(**config))
-    if source == "synthetic":
-        return synthetic_features(**config)
-    raise ValueError(f"unknown feature source {source!r} (feast or synthetic)")
+    if source == "prepared":
+        return MemoryFeatures.from_prepared(config["path"])
+    raise ValueError(f"unknown feature source {source!r} (feast or prepared)")

@@ -27,7 +27,7 @@ class Metrics:
         self.errors = Counter("ccrec_errors_total", "Server-side errors (5xx) by route.",
                               ["route"], registry=r)
         self.recommendations = Counter(
-            "ccrec_recommendations_total", "Answers by kind (warm, popularity, profile).",
+            "ccrec_recommendations_total", "Answers by kind: warm, or the cold-start prior.",
             ["kind"], registry=r)
         self.model_info = Gauge("ccrec_model_info", "The served model bundle version (value 1).",
                                 ["version"], registry=r)

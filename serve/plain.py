@@ -1,75 +1,52 @@
-"""The single-process host: the same API and stages, no Ray (benchmark control, tests).
+"""The single-process host: the same API, pipeline and stages, no Ray.
 
-``uvicorn`` runs :func:`build_app`'s app in one process; the stages are called
-directly, so this is the floor the Serve graph is measured against.
+``uvicorn`` runs :class:`PlainHost`'s app in one process; the stages are
+called directly, so this is the floor the Serve graph is measured against.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
+import os
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 
-from serve.api import create_app
-from serve.core import ModelSlot, SamplerStage, ScorerStage, configure_torch
-from serve.events import EventPublisher
-from serve.features import FeatureReader, UserFeatures
-from serve.service import RecommendService
+from serve.api import Clicks, create_app
+from serve.features import FeatureReader, reader_from_config
+from serve.pipeline import (
+    ModelSlot,
+    ModelStatus,
+    Pipeline,
+    SamplerStage,
+    ScorerStage,
+    configure_torch,
+)
 
 
-class LocalService(RecommendService):
-    """Features, Sampler and Scorer in this process.
+class PlainHost:
+    """Features, Sampler and Scorer in this process, behind the HTTP API.
 
     Args:
-        bundle: the model bundle directory (None: not ready until :meth:`load`).
+        bundle: the model bundle directory (None: not ready until ``slot.load``).
         features: the feature reader.
-        publisher: where clicks go.
-        threaded_features: read features in a worker thread (a blocking store).
+        clicks: where POST /v1/events goes (default: ``$KAFKA_BOOTSTRAP_SERVERS``).
     """
 
     def __init__(self, bundle: str | Path | None, features: FeatureReader,
-                 publisher: EventPublisher | None = None, threaded_features: bool = True) -> None:
-        super().__init__(features, publisher)
+                 clicks: Clicks | None = None) -> None:
         configure_torch()
         self.slot = ModelSlot(bundle)
-        self.sampler = SamplerStage(self.slot)
-        self.scorer = ScorerStage(self.slot)
-        self.threaded_features = threaded_features and not getattr(features, "in_memory", False)
+        self.pipeline = Pipeline(features, SamplerStage(self.slot), ScorerStage(self.slot),
+                                 self._status)
+        self.app = create_app(self.pipeline, clicks or Clicks(), title="CCRec (single process)")
 
-    def load(self, bundle: str | Path) -> bool:
-        return self.slot.load(bundle)
-
-    async def read_features(self, user_id: str) -> UserFeatures:
-        if self.threaded_features:
-            return (await asyncio.to_thread(self.features.read_many, [user_id]))[0]
-        return self.features.read_many([user_id])[0]
-
-    async def sample(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.sampler.sample_many([request])[0]
-
-    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.scorer.score_many([request])[0]
-
-    async def model_status(self) -> dict[str, Any]:
-        return {"ready": self.slot.model is not None, "version": self.slot.version,
-                "error": self.slot.error}
-
-
-def build_app(bundle: str | Path | None, features: FeatureReader,
-              publisher: EventPublisher | None = None) -> FastAPI:
-    """The single-process FastAPI app."""
-    return create_app(LocalService(bundle, features, publisher), title="CCRec (single process)")
+    async def _status(self) -> ModelStatus:
+        return self.slot.status()
 
 
 def from_env() -> FastAPI:
     """``uvicorn --factory serve.plain:from_env``: bundle from ``$CCREC_BUNDLE``, features
     from ``$CCREC_FEATURES`` (JSON, see :func:`serve.features.reader_from_config`)."""
-    import json
-    import os
-
-    from serve.features import reader_from_config
-
     features = json.loads(os.environ.get("CCREC_FEATURES", '{"source": "feast"}'))
-    return build_app(os.environ.get("CCREC_BUNDLE"), reader_from_config(features))
+    return PlainHost(os.environ.get("CCREC_BUNDLE"), reader_from_config(features)).app

@@ -88,7 +88,7 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
     if port is not None:
         config["http_options"]["port"] = port
     for deployment in config["applications"][0]["deployments"]:
-        user = deployment["user_config"]
+        user = deployment.setdefault("user_config", {})
         if deployment["name"] == "Ingress":
             if features is not None:
                 user["features"] = features
@@ -99,8 +99,7 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
                 user["bundle"] = str(bundle)
             user.update(batch or {})
         if replicas:
-            deployment.pop("autoscaling_config", None)
-            deployment["num_replicas"] = replicas
+            deployment.update(num_replicas=replicas, autoscaling_config=None)
     return config
 
 

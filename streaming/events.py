@@ -7,6 +7,7 @@ stay in one partition, in order. Rejected messages go to :data:`DLQ_TOPIC`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -95,6 +96,10 @@ def ensure_topics(
         admin.close()
 
 
+class StreamUnavailable(RuntimeError):
+    """The broker cannot be reached, or did not acknowledge an event in time."""
+
+
 class EventProducer:
     """Produces click events to Kafka, keyed by user.
 
@@ -103,20 +108,59 @@ class EventProducer:
         topic: the topic (default :data:`TOPIC`).
         **producer: extra kafka-python KafkaProducer settings.
 
-    Serving posts a click with ``EventProducer(settings).send({...}); .flush()``.
+    Raises :class:`StreamUnavailable` when no broker answers. Batch producers
+    call :meth:`send` then :meth:`flush`; the HTTP API awaits :meth:`send_async`.
     """
 
     def __init__(self, settings: KafkaSettings, topic: str = TOPIC, **producer: Any) -> None:
         from kafka import KafkaProducer
+        from kafka.errors import KafkaError
 
         options = {"linger_ms": 5, "acks": "all", "max_request_size": 16 * 2**20, **producer}
         self.topic = topic
-        self.producer = KafkaProducer(**settings.config(), **options)
+        try:
+            self.producer = KafkaProducer(**settings.config(), **options)
+        except KafkaError as exc:
+            raise StreamUnavailable(
+                f"no Kafka broker answers at {settings.bootstrap_servers}: {exc}") from exc
 
     def send(self, event: Event | dict[str, Any]):
         """Send one event (a validated :class:`Event` or a dict in the wire format)."""
         user = event.user_id if isinstance(event, Event) else str(event["user_id"])
         return self.producer.send(self.topic, key=user.encode(), value=encode(event))
+
+    async def send_async(self, event: Event, timeout: float = 10.0):
+        """Send one event and wait, without blocking the event loop, for the broker's
+        acknowledgement: its ``RecordMetadata`` (topic, partition, offset).
+
+        Raises:
+            StreamUnavailable: the broker did not acknowledge it within ``timeout`` s.
+        """
+        from kafka.errors import KafkaError
+
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future = loop.create_future()
+
+        def settle(meta: Any = None, error: BaseException | None = None) -> None:
+            if acked.done():
+                return
+            if error is not None:
+                acked.set_exception(error)
+            else:
+                acked.set_result(meta)
+
+        try:
+            future = self.send(event)
+        except KafkaError as exc:
+            raise StreamUnavailable(f"cannot send to Kafka: {exc}") from exc
+        future.add_callback(lambda meta: loop.call_soon_threadsafe(settle, meta))
+        future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+        try:
+            return await asyncio.wait_for(acked, timeout)
+        except (TimeoutError, KafkaError) as exc:
+            raise StreamUnavailable(
+                f"Kafka did not acknowledge the event: {str(exc) or f'no answer in {timeout} s'}"
+            ) from exc
 
     def send_raw(self, value: bytes, key: bytes | None = None):
         """Send bytes as they are (tests use it for malformed messages)."""

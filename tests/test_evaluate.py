@@ -1,40 +1,119 @@
-"""The results files of `ccrec evaluate`, in the paper's column order."""
+"""The evaluation harness and the report: files, shape, intervals, significance."""
 
 from __future__ import annotations
 
 import json
 
-from ccrec.evaluate import ROWS, write_results
-from ccrec.metrics import COLUMNS, ranking_metrics
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ccrec.data.tables import UserTable
+from ccrec.evaluate import evaluate_sums, rankings
+from ccrec.metrics import COLUMNS, MetricSums
+from ccrec.report import build_report, load_rows, save_row, write_report
 
 
-def test_write_results_files_and_shape(tmp_path):
-    metrics = ranking_metrics([[1, 2, 3, 4, 5]], [{2}])
-    results = {"warm": {r: metrics for r in ROWS}, "cold": {r: metrics for r in ROWS}}
-    sens = {"warm": {1: metrics, 3: metrics}, "cold": {1: metrics, 3: metrics}}
-    write_results(results, tmp_path / "out", "synthetic", tmp_path / "x.json", sens)
-    payload = json.loads((tmp_path / "x.json").read_text())
-    assert set(payload) == {"warm", "cold"}
-    assert list(payload["warm"]) == list(ROWS)
-    assert list(payload["warm"]["CCRec"]) == list(COLUMNS)
-    header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
-    assert header == "group,model," + ",".join(COLUMNS)
+def hits(flags, users=None):
+    """Top-1 list [1] for every point; a point hits when its truth is {1}."""
+    truths = [{1} if f else {2} for f in flags]
+    return MetricSums.from_rankings([[1, 2, 3, 4, 5]] * len(truths), truths,
+                                    first_hit_rank=np.where(flags, 1, 2), units=users)
+
+
+def test_report_json_has_the_results_shape_with_intervals(tmp_path):
+    rows = {"warm": {"Popularity": hits([1, 0] * 20), "CCRec": hits([1] * 40)},
+            "replay": {"Popularity": hits([0, 0, 1, 1], [5, 5, 6, 6]),
+                       "CCRec": hits([1, 0, 1, 1], [5, 5, 6, 6])}}
+    payload = write_report(rows, tmp_path / "out", "synthetic",
+                           protocol={"future": "cis:3", "max_past": 10},
+                           json_path=tmp_path / "x.json")
+    assert json.loads((tmp_path / "x.json").read_text()) == payload
+    assert payload["protocol"] == {"future": "cis:3", "max_past": 10}
+    assert payload["n"] == {"warm": 40, "replay": 2} and payload["points"]["replay"] == 4
+    warm = payload["warm"]
+    assert list(warm) == ["Popularity", "CCRec"]
+    assert warm["Popularity"]["HR@1"] == 0.5 and warm["CCRec"]["HR@1_ci"] == [1.0, 1.0]
+    lo, hi = warm["Popularity"]["HR@1_ci"]
+    assert 0.3 < lo < 0.5 < hi < 0.7  # 40 users, half hit: ±0.16 or so
+    assert set(warm["CCRec"]) == {*COLUMNS, *(f"{m}_ci" for m in COLUMNS)}
+    sig = payload["significance"]["warm"]
+    assert sig["best_other"] == "Popularity" and sig["metric"] == "HR@1"
+    assert sig["diff"] == 0.5 and sig["p"] < 0.01
+    assert payload["best"]["warm"]["HR@1"] == {"row": "CCRec", "runner_up": "Popularity",
+                                                "p": sig["p"], "significant": True}
+    # two users only: not significant, so nothing is bold in the replay table
+    assert not payload["best"]["replay"]["HR@1"]["significant"]
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| model | HR@1 | HR@3 | HR@5 | Precision@3" in md
-    for name in ("results.png", "sensitivity.png", "results.json"):
+    assert "## warm (n = 40 users)" in md and "## replay (n = 2 users, 4 points)" in md
+    assert "| CCRec | **1.000 [1.000, 1.000]**" in md
+    assert "**" not in md.split("## replay")[1].split("CCRec against")[0]
+    header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("group,model,HR@1,HR@1_lo,HR@1_hi,HR@3")
+    for name in ("results-warm.png", "results-replay.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
-def test_results_json_merges_rows_of_separate_runs(tmp_path):
-    first = ranking_metrics([[1, 2, 3, 4, 5]], [{1}])
-    second = ranking_metrics([[1, 2, 3, 4, 5]], [{5}])
-    target = tmp_path / "results.json"
-    write_results({"warm": {"CCRec": first, "Popularity": first}, "cold": {"CCRec": first}},
-                  tmp_path / "a", "t", target)
-    write_results({"warm": {"SASRec": second, "Popularity": second}, "cold": {"SASRec": second}},
-                  tmp_path / "b", "t", target)
-    payload = json.loads(target.read_text())
-    assert list(payload["warm"]) == ["CCRec", "Popularity", "SASRec"]
-    assert payload["warm"]["CCRec"]["HR@1"] == 1.0  # kept from the first run
-    assert payload["warm"]["Popularity"]["HR@1"] == 0.0  # replaced by the second run
-    assert list(payload["cold"]) == ["CCRec", "SASRec"]
+def test_rows_of_separate_runs_add_up_and_must_share_users(tmp_path):
+    save_row(tmp_path, "warm", "CCRec", hits([1, 1, 0]))
+    save_row(tmp_path, "warm", "SASRec", hits([0, 1, 0]))
+    save_row(tmp_path, "warm", "Popularity", hits([0, 0, 0]))
+    save_row(tmp_path, "warm", "Popularity", hits([1, 0, 0]))  # a re-run replaces the row
+    rows = load_rows(tmp_path, order=("Popularity", "CCRec"))
+    assert list(rows["warm"]) == ["Popularity", "CCRec", "SASRec"]
+    assert build_report(rows)["warm"]["Popularity"]["HR@1"] == pytest.approx(1 / 3)
+    save_row(tmp_path, "warm", "TIGER", hits([1, 1, 0], users=[0, 1, 7]))
+    with pytest.raises(ValueError, match="'TIGER' was scored on other users"):
+        build_report(load_rows(tmp_path))
+
+
+class Fixed:
+    """Scores from a fixed [C+1] vector."""
+
+    name = "fixed"
+
+    def __init__(self, scores):
+        self.scores = torch.tensor(scores, dtype=torch.float)
+
+    def score(self, batch):
+        return self.scores.expand(len(batch), -1).clone()
+
+
+def test_harness_ranks_every_category_and_clusters_by_user():
+    frame = pd.DataFrame({
+        "user": [3, 3, 9], "past_categories": [np.array([1]), np.array([1, 2]), np.array([4])],
+        "past_items": [[np.array([1])], [np.array([1]), np.array([2])], [np.array([4])]],
+        "user_features": [np.zeros(1, np.int64)] * 3,
+        "future_categories": [np.array([2]), np.array([4, 3]), np.array([1])]})
+    table = UserTable(frame, 4, max_past=2, profile_dim=4)
+    model = Fixed([9.0, 0.1, 0.4, 0.3, 0.2])  # ranks 2, 3, 4, 1 (padding never)
+    top, first = rankings(model, table, kmax=3)
+    assert top.tolist() == [[2, 3, 4]] * 3 and first.tolist() == [1, 2, 4]
+    sums = evaluate_sums(model, table)
+    assert sums.units.tolist() == [3, 9] and sums.points.tolist() == [2, 1]
+    m = sums.metrics()
+    assert m["HR@1"] == pytest.approx(1 / 3) and m["HR@3"] == pytest.approx(2 / 3)
+    assert m["MRR"] == pytest.approx((1 + 1 / 2 + 1 / 4) / 3)
+    with pytest.raises(ValueError, match="scored NaN"):
+        rankings(Fixed([0.0, float("nan"), 1.0, 0.0, 0.0]), table)
+
+
+def test_report_command_rewrites_the_report_of_stored_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from ccrec.cli import cli
+    from ccrec.report import save_protocol
+
+    save_protocol(tmp_path, {"future": "cis:3", "max_past": 10})
+    save_row(tmp_path, "warm", "SASRec", hits([1, 0, 0, 0]))
+    save_row(tmp_path, "warm", "CCRec", hits([1, 1, 0, 0]))
+    result = CliRunner().invoke(cli, ["report", "--out-dir", str(tmp_path),
+                                      "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert list(payload["warm"]) == ["CCRec", "SASRec"]  # the table order, not the file order
+    assert payload["protocol"] == {"future": "cis:3", "max_past": 10}
+    assert payload["significance"]["warm"]["best_other"] == "SASRec"
+    with pytest.raises(ValueError, match="holds rows of the task"):
+        save_protocol(tmp_path, {"future": "all", "max_past": 10})

@@ -59,7 +59,8 @@ def tune(dataset: str, category_level: str | None, config_path: str | None,
 
     from ccrec.config import load
     from ccrec.models.cascade import CascadeConfig
-    from ccrec.train.distributed import RayConfig, ensure_prepared
+    from ccrec.train.run import ensure_prepared
+    from ccrec.train.stage_runner import RayConfig
     from tune.driver import run_tuning
 
     path = ensure_prepared(dataset, category_level)

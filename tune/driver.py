@@ -24,12 +24,14 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
+from ray.tune import ResultGrid
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from ccrec.config import to_dict
 from ccrec.models.cascade import CascadeConfig
-from ccrec.train.distributed import RayConfig, train_and_bundle
+from ccrec.train.run import train_and_bundle
+from ccrec.train.stage_runner import RayConfig
 from tune.space import OBJECTIVES, apply_params, split_space
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,62 @@ def cascade_trial(params: dict[str, Any], *, path: str, base: CascadeConfig,
     out = Path(out_dir)
     trial_ray = replace(ray_config, name=f"{experiment}-{trial_id}",
                         storage_path=str(out / "ray"))
-    train_and_bundle(Path(path), config, trial_ray, out / "bundles" / trial_id,
+    train_and_bundle(Path(path), config, out / "bundles" / trial_id, ray_config=trial_ray,
                      m2_callbacks=[TuneReportCallback()], stage_cache=out / "stage-cache")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the summary reads it.
+
+    Args:
+        trial_id: Tune's trial id.
+        params: the sampled hyperparameters.
+        history: one row per reported M2 epoch, with ``training_iteration``
+            (1, 2, …), ``epoch`` and the ``valid_<objective>`` column.
+    """
+
+    trial_id: str
+    params: dict[str, Any]
+    history: pd.DataFrame
+
+
+def trial_records(grid: ResultGrid, metric: str) -> list[TrialRecord]:
+    """The trials of a finished Tune run that reported ``metric`` and did not fail."""
+    return [TrialRecord(str(r.metrics["trial_id"]), dict(r.config), r.metrics_dataframe)
+            for r in grid
+            if r.error is None and r.metrics_dataframe is not None
+            and metric in r.metrics_dataframe]
+
+
+def summarise_trials(records: list[TrialRecord], objective: str,
+                     max_epochs: int) -> pd.DataFrame:
+    """One row per trial, best first: its parameters, its best epoch's objective,
+    epochs run and whether ASHA stopped it before ``max_epochs``.
+
+    Ties keep the order of ``records``.
+    """
+    if not records:
+        raise ValueError("no trial reported a validation metric")
+    metric = f"valid_{objective}"
+    rows = []
+    for record in records:
+        history = record.history
+        best = history.loc[history[metric].idxmax()]
+        epochs_run = int(history["training_iteration"].max())
+        rows.append({"trial_id": record.trial_id,
+                     **{f"param_{k}": v for k, v in record.params.items()},
+                     objective: float(best[metric]), "best_epoch": int(best["epoch"]),
+                     "epochs_run": epochs_run, "stopped_early": epochs_run < max_epochs})
+    return (pd.DataFrame(rows).sort_values(objective, ascending=False, kind="stable")
+            .reset_index(drop=True))
+
+
+def best_params(trials: pd.DataFrame, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The best (first) trial's hyperparameters with the fixed ones, as plain Python values."""
+    best = trials.iloc[0]
+    return {**fixed, **{k.removeprefix("param_"): _plain(v) for k, v in best.items()
+                        if k.startswith("param_")}}
 
 
 @dataclass
@@ -58,6 +114,7 @@ class TuneSummary:
         best_trial: its trial id.
         bundle: the best configuration's model bundle.
         table: CSV of all trials; plot: PNG of their learning curves.
+        trials: the table itself (:func:`summarise_trials`).
     """
 
     best_params: dict[str, Any]
@@ -131,47 +188,32 @@ def run_tuning(path: Path, base: CascadeConfig, ray_config: RayConfig, out_dir: 
     if len(errors) == len(grid):
         raise RuntimeError(f"every trial failed; first error: {errors[0]}")
 
-    rows, curves = [], {}
-    for result in grid:
-        history = result.metrics_dataframe
-        if history is None or metric not in history or result.error is not None:
-            continue
-        trial_id = result.metrics["trial_id"]
-        best_row = history.loc[history[metric].idxmax()]
-        rows.append({"trial_id": trial_id, **{f"param_{k}": v for k, v in result.config.items()},
-                     objective: float(best_row[metric]),
-                     "best_epoch": int(best_row["epoch"]),
-                     "epochs_run": int(history["training_iteration"].max()),
-                     "stopped_early": int(history["training_iteration"].max())
-                     < base.train_scorer.epochs})
-        curves[trial_id] = history[["training_iteration", metric]]
-    trials = pd.DataFrame(rows).sort_values(objective, ascending=False, ignore_index=True)
+    records = trial_records(grid, metric)
+    trials = summarise_trials(records, objective, base.train_scorer.epochs)
     table = out_dir / "trials.csv"
     trials.to_csv(table, index=False)
     (out_dir / "trials.md").write_text(trials.to_markdown(index=False, floatfmt=".4f") + "\n")
+    curves = {r.trial_id: r.history[["training_iteration", metric]] for r in records}
     plot = _plot(curves, trials, objective, out_dir / "trials.png")
 
-    best = trials.iloc[0]
-    best_trial = str(best["trial_id"])
-    best_params = {**fixed, **{k.removeprefix("param_"): _plain(v) for k, v in best.items()
-                               if k.startswith("param_")}}
-    bundle = _best_bundle(out_dir, best_trial, path, apply_params(base, best_params), ray_config)
-    record = {"objective": objective, "value": float(best[objective]), "trial_id": best_trial,
-              "params": best_params, "config": to_dict(apply_params(base, best_params)),
-              "bundle": str(bundle), "trials": len(trials), "table": str(table),
-              "plot": str(plot), "searcher": "optuna" if searcher else "random",
-              "scheduler": "asha"}
+    best_trial, best_value = str(trials.loc[0, "trial_id"]), float(trials.loc[0, objective])
+    params = best_params(trials, fixed)
+    config = apply_params(base, params)
+    bundle = best_bundle(out_dir, best_trial, path, config, ray_config)
+    record = {"objective": objective, "value": best_value, "trial_id": best_trial,
+              "params": params, "config": to_dict(config), "bundle": str(bundle),
+              "trials": len(trials), "table": str(table), "plot": str(plot),
+              "searcher": "optuna" if searcher else "random", "scheduler": "asha"}
     (out_dir / "best.json").write_text(json.dumps(record, indent=2))
-    return TuneSummary(best_params, float(best[objective]), best_trial, bundle, table, plot,
-                       trials)
+    return TuneSummary(params, best_value, best_trial, bundle, table, plot, trials)
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _best_bundle(out_dir: Path, trial_id: str, path: Path, config: CascadeConfig,
-                 ray_config: RayConfig) -> Path:
+def best_bundle(out_dir: Path, trial_id: str, path: Path, config: CascadeConfig,
+                ray_config: RayConfig) -> Path:
     """The best trial's bundle, copied to ``out_dir/best-bundle``; retrained if ASHA
     stopped that trial before it could write one."""
     versions = sorted((out_dir / "bundles" / trial_id).glob("*/manifest.json"))
@@ -183,9 +225,8 @@ def _best_bundle(out_dir: Path, trial_id: str, path: Path, config: CascadeConfig
         return target / versions[-1].parent.name
     log.info("best trial %s was stopped early; retraining its configuration", trial_id)
     retrain = replace(ray_config, name=f"best-{trial_id}", storage_path=str(out_dir / "ray"))
-    bundle, _, _ = train_and_bundle(path, config, retrain, target,
-                                    stage_cache=out_dir / "stage-cache")
-    return bundle
+    return train_and_bundle(path, config, target, ray_config=retrain,
+                            stage_cache=out_dir / "stage-cache").path
 
 
 def _plot(curves: dict[str, pd.DataFrame], trials: pd.DataFrame, objective: str,

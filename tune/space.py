@@ -1,8 +1,8 @@
 """The cascade's search space and how a sampled point becomes a :class:`CascadeConfig`.
 
-Each hyperparameter of the issue has one flat, named entry; :func:`apply_params`
-maps it onto the nested configuration (width, dropout and learning rate apply
-to every stage that has them).
+Each searched hyperparameter has one flat, named entry; :func:`apply_params`
+maps it onto the nested configuration (width, dropout, learning rate and batch
+size apply to every stage that has them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Non-learned baselines: Popularity and Last-category."""
+"""Non-learned baselines: Popularity, Last-category, and their shared fallback."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ class Popularity:
         return scores
 
 
-class LastCategory:
-    """The user's past categories, most recent first, then Popularity.
+class PopularityBacked:
+    """A baseline that falls back on (or breaks ties by) Popularity.
 
     Args:
         num_categories: |C|.
     """
 
-    name = "Last-category"
+    name = "popularity-backed"
 
     def __init__(self, num_categories: int) -> None:
         self.num_categories = num_categories
@@ -48,6 +48,16 @@ class LastCategory:
 
     def fit(self, train, valid=None) -> None:
         self.popularity.fit(train)
+
+
+class LastCategory(PopularityBacked):
+    """The user's past categories, most recent first, then Popularity.
+
+    Args:
+        num_categories: |C|.
+    """
+
+    name = "Last-category"
 
     def score(self, batch: CategoryBatch) -> Tensor:
         past = batch.past_categories  # [B, k], oldest first

@@ -2,11 +2,14 @@
 
 The prepared directory of a data set holds:
 
-* ``examples.parquet``: one row per evaluable user (at least one past CI and
-  one future category): ``user``, ``split`` (train / valid / warm_test /
-  cold_test), ``cutoff``, the past sequence columns of
-  :func:`ccrec.data.sequences.past_sequences`, ``future_categories`` and
-  ``user_features`` (one index per f_t column, 0 = unknown);
+* ``examples.parquet``: one row per example, unique by (``user``,
+  ``origin``): ``origin`` is the feature time (past = events strictly
+  before it), ``cutoff`` the user's cutoff (origin ≤ cutoff), ``split``
+  (train / valid / warm_test / cold_test), the past sequence columns of
+  :func:`ccrec.data.sequences.past_sequences`, ``future_categories`` (γ_t in
+  the configured horizon) and ``user_features`` (one index per f_t column,
+  0 = unknown). Validation and test users have one example, at their
+  cutoff; training users one per rolling origin (:mod:`ccrec.data.origins`);
 * ``events.parquet``: every event, integer-coded (for replay and features);
 * ``vocab.json``: users, items, categories and user-feature vocabularies
   (category and item index 0 is padding; feature index 0 is unknown);
@@ -30,16 +33,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ccrec.config import to_dict
+from ccrec.config import ConfigError, to_dict
 from ccrec.data.adapters import RawData, load_dataset
+from ccrec.data.examples import examples_at
 from ccrec.data.fetch import cache_dir
-from ccrec.data.sequences import (
-    DAY,
-    SequenceSpec,
-    assign_category_interactions,
-    future_categories,
-    past_sequences,
-)
+from ccrec.data.horizon import Horizon, HorizonError, category_interactions
+from ccrec.data.origins import boundaries, newcomer_origins, rolling_origins
+from ccrec.data.sequences import SequenceSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,39 +52,73 @@ class PrepareConfig:
 
     Args:
         cutoff_mode: ``global`` (one cutoff time for everyone, the paper's
-            rule) or ``per_user`` (each user's last ``future_fraction`` of
-            events is the future; for data like ML-1M where most users are
-            active only once).
+            rule) or ``per_user`` (at the user's own CI boundary that leaves the
+            last ``future_fraction`` of their boundaries in the future; for
+            data like ML-1M where most users are active only once).
         cutoff: ISO date of the global cutoff; None → the data set's default.
-        future_fraction: per_user mode's share of a user's events in the future.
-        future_days: only future events within this many days of the cutoff count.
+        future_fraction: per_user mode's share of a user's CI boundaries (distinct
+            CI start times) at or after the cutoff.
+        future: the horizon (:mod:`ccrec.data.horizon`): ``cis:N`` (the first N
+            category interactions at/after the cutoff), ``days:D`` or ``all``.
+            Training targets and test futures use the same horizon.
+        max_origins_per_user: a training user is an example at every CI
+            boundary before the cutoff and at the cutoff, the latest this many
+            (1 = the cutoff alone); :mod:`ccrec.data.origins`.
         test_fraction: seeded share of users held out for testing.
         valid_fraction: seeded share of the remaining users for validation.
-        cold_max_cis: test users with at most this many past CIs are cold.
+        cold_share: share of the held-out users made newcomers (cold).
+        cold_min_cis, cold_max_cis: a newcomer keeps k known CIs, k drawn
+            uniformly (seeded) from this range; 0 = no history, only f_t.
         seed: seeds every random choice.
-        sequence: the grouping and retention rules (shared with streaming).
+        sequence: the grouping and retention rules, and ``max_past`` (k, the
+            past CIs kept; paper: 10), shared with streaming.
     """
 
     cutoff_mode: Literal["global", "per_user"] = "global"
     cutoff: str | None = None
     future_fraction: float = 0.2
-    future_days: float = 92.0
-    test_fraction: float = 0.1
+    future: str = "cis:3"
+    max_origins_per_user: int = 50
+    test_fraction: float = 0.2
     valid_fraction: float = 0.1
+    cold_share: float = 0.5
+    cold_min_cis: int = 0
     cold_max_cis: int = 2
     seed: int = 0
     sequence: SequenceSpec = field(default_factory=SequenceSpec)
 
+    def __post_init__(self) -> None:
+        try:
+            Horizon.parse(self.future)
+        except HorizonError as exc:
+            raise ConfigError(f"future: {exc}") from exc
+        if not 0 <= self.cold_min_cis <= self.cold_max_cis:
+            raise ConfigError(f"cold_min_cis ({self.cold_min_cis}) must be between 0 and "
+                              f"cold_max_cis ({self.cold_max_cis})")
+        if self.max_origins_per_user < 1:
+            raise ConfigError("max_origins_per_user must be at least 1 (the cutoff)")
 
-#: Documented defaults per data set (see docs/data.md).
+    @property
+    def horizon(self) -> Horizon:
+        return Horizon.parse(self.future)
+
+    @property
+    def protocol(self) -> dict[str, str | int]:
+        """The task in two words: the horizon and k, as the results files record it."""
+        return {"future": str(self.horizon), "max_past": self.sequence.max_past}
+
+
+#: Documented defaults per data set (see docs/data.md). Every data set gets the
+#: paper's Tmall task: the first 3 future CIs, at most 10 known ones.
 DATASET_DEFAULTS: dict[str, PrepareConfig] = {
     # ML-1M users mostly rate in one burst; a global cutoff leaves ~900 users with
-    # both a past and a future, so each user's last 20% of ratings is the future.
-    "ml-1m": PrepareConfig(cutoff_mode="per_user", future_fraction=0.2, future_days=3 * 365.0),
-    # One year of grocery baskets: nine months of past, the last quarter is the future.
-    "complete-journey": PrepareConfig(cutoff_mode="global", cutoff="2017-10-01", future_days=92.0),
+    # both a past and a future, so each user's cutoff is their own CI boundary
+    # with the last 20% of their boundaries after it.
+    "ml-1m": PrepareConfig(cutoff_mode="per_user", future_fraction=0.2),
+    # One year of grocery baskets: nine months of past.
+    "complete-journey": PrepareConfig(cutoff_mode="global", cutoff="2017-10-01"),
     # A user's own events: global cutoff at the time by which 80% of events happened.
-    "events": PrepareConfig(cutoff_mode="global", cutoff=None, future_days=92.0),
+    "events": PrepareConfig(cutoff_mode="global", cutoff=None),
 }
 
 
@@ -100,15 +134,21 @@ def _encode(values: pd.Series, start: int) -> tuple[np.ndarray, list[str]]:
     return mapping.loc[values].to_numpy(np.int64), [str(v) for v in vocab]
 
 
-def _cutoffs(events: pd.DataFrame, config: PrepareConfig) -> pd.Series:
-    """The cutoff time (epoch s) per user."""
+def _cutoffs(events: pd.DataFrame, cis: pd.DataFrame, config: PrepareConfig) -> pd.Series:
+    """The cutoff time (epoch s) per user.
+
+    ``per_user``: the CI boundary (distinct CI start time) that leaves the last
+    ``future_fraction`` of the user's boundaries at or after the cutoff, and at
+    least one before it. A cutoff on a boundary means a new interaction starts
+    there, whatever the horizon.
+    """
     if config.cutoff_mode == "per_user":
-        ordered = events.sort_values(["user", "timestamp"], kind="stable")
-        position = ordered.groupby("user", sort=True).cumcount().to_numpy()
-        size = ordered.groupby("user", sort=True)["timestamp"].transform("size").to_numpy()
+        starts = boundaries(cis)
+        position = starts.groupby("user", sort=True).cumcount().to_numpy()
+        size = starts.groupby("user", sort=True)["start"].transform("size").to_numpy()
         first_future = np.floor(size * (1.0 - config.future_fraction)).astype(np.int64)
-        pick = ordered[position == np.minimum(first_future, size - 1)]
-        return pick.set_index("user")["timestamp"].astype(np.int64)
+        pick = starts[position == np.minimum(np.maximum(first_future, 1), size - 1)]
+        return pick.set_index("user")["start"].astype(np.int64)
     if config.cutoff is not None:
         when = int(pd.Timestamp(config.cutoff, tz="UTC").timestamp())
     else:
@@ -118,99 +158,90 @@ def _cutoffs(events: pd.DataFrame, config: PrepareConfig) -> pd.Series:
 
 
 def _split_users(users: np.ndarray, config: PrepareConfig) -> np.ndarray:
-    """Seeded train / valid / test assignment; the test share is halved into warm/cold."""
+    """Seeded train / valid / warm_test / cold_test assignment of users."""
     rng = np.random.default_rng(config.seed)
     draw = rng.random(len(users))
     split = np.where(draw < config.test_fraction, "test", "train").astype(object)
     valid_draw = rng.random(len(users))
     split[(split == "train") & (valid_draw < config.valid_fraction)] = "valid"
     cold_draw = rng.random(len(users))
-    split[(split == "test") & (cold_draw < 0.5)] = "cold_test"
+    split[(split == "test") & (cold_draw < config.cold_share)] = "cold_test"
     split[split == "test"] = "warm_test"
     return split.astype(str)
 
 
-def _examples_at(
-    coded: pd.DataFrame, features: np.ndarray, cutoff: pd.Series, config: PrepareConfig
-) -> pd.DataFrame:
-    """Past sequences before, and future categories after, each user's cutoff."""
-    user_cutoff = cutoff.reindex(coded["user"].to_numpy()).to_numpy()
-    ts = coded["timestamp"].to_numpy()
-    past_events = coded[ts < user_cutoff]
-    horizon = user_cutoff + int(config.future_days * DAY)
-    future_events = coded[(ts >= user_cutoff) & (ts < horizon)]
-    past = past_sequences(past_events, config.sequence)
-    future = future_categories(future_events)
-    examples = past[past["user"].isin(future.index)].reset_index(drop=True)
-    users = examples["user"].to_numpy(np.int64)
-    examples["future_categories"] = future.loc[users].to_numpy()
-    examples["cutoff"] = cutoff.loc[users].to_numpy()
-    examples["user_features"] = list(features[users])
-    return examples
-
-
-def _cold_cutoffs(past_events: pd.DataFrame, config: PrepareConfig) -> pd.Series:
-    """Per user, the latest time before which they had 1..cold_max_cis CIs.
-
-    Moving a held-out user's cutoff there simulates a newcomer: only their
-    first CIs are known, and the future is what they did next (the paper's
-    cold-start simulation on RetailRocket).
-    """
-    anchor = assign_category_interactions(
-        past_events["user"].to_numpy(), past_events["category"].to_numpy(),
-        past_events["timestamp"].to_numpy(), config.sequence.window_seconds,
-    )
-    starts = past_events.iloc[np.unique(anchor)][["user", "timestamp"]]
-    per_time = starts.groupby(["user", "timestamp"]).size().rename("n").reset_index()
-    per_time["before"] = per_time.groupby("user")["n"].cumsum() - per_time["n"]
-    ok = per_time[(per_time["before"] >= 1) & (per_time["before"] <= config.cold_max_cis)]
-    return ok.groupby("user")["timestamp"].max().astype(np.int64)
+def _known_cis(users: np.ndarray, config: PrepareConfig) -> pd.Series:
+    """Seeded number of known CIs per newcomer, uniform in [cold_min_cis, cold_max_cis]."""
+    rng = np.random.default_rng([config.seed, 1])
+    known = rng.integers(config.cold_min_cis, config.cold_max_cis + 1, size=len(users))
+    return pd.Series(known, index=pd.Index(users, name="user"))
 
 
 def build_examples(
     coded: pd.DataFrame, features: np.ndarray, config: PrepareConfig
 ) -> pd.DataFrame:
-    """Past sequences, future categories and splits for every evaluable user.
+    """Examples of every split, at the feature times of :mod:`ccrec.data.origins`.
 
-    Held-out users are split in two: warm test users keep their history;
-    cold test users are seen as newcomers (their cutoff moves to just after
-    their first ``cold_max_cis`` CIs) unless they already are that cold. A
-    held-out user who cannot be made cold is a warm test user.
+    Users with at least one past CI and one future category at their cutoff
+    are kept and split (seeded). Validation and warm test users are one
+    example at the cutoff; training users one per rolling origin; cold test
+    users one at their newcomer origin (their ``cutoff`` moves there). A
+    warm-drawn test user with at most ``cold_max_cis`` known CIs at the cutoff
+    is a newcomer as they are (cold, at the cutoff), so warm always means more
+    history than any cold user has.
 
     Args:
         coded: integer events (user, item, category, timestamp).
         features: per user index, the f_t indices (shape [num_users, F]).
-        config: cutoff and split rules.
+        config: cutoff, horizon and split rules.
     """
-    cutoff = _cutoffs(coded, config)
-    examples = _examples_at(coded, features, cutoff, config)
-    examples["split"] = _split_users(examples["user"].to_numpy(), config)
-    cold = examples["split"] == "cold_test"
-    already_cold = cold & (examples["num_past_cis"] <= config.cold_max_cis)
-    to_move = examples.loc[cold & ~already_cold, "user"].to_numpy()
-    ts = coded["timestamp"].to_numpy()
-    user_cutoff = cutoff.reindex(coded["user"].to_numpy()).to_numpy()
-    candidates = coded[np.isin(coded["user"].to_numpy(), to_move) & (ts < user_cutoff)]
-    cold_cutoff = _cold_cutoffs(candidates, config)
-    moved = _examples_at(
-        coded[np.isin(coded["user"].to_numpy(), cold_cutoff.index.to_numpy())],
-        features, cold_cutoff, config,
-    )
-    moved = moved[moved["num_past_cis"] <= config.cold_max_cis].assign(split="cold_test")
-    keep = ~np.isin(examples["user"].to_numpy(), moved["user"].to_numpy())
-    examples = pd.concat([examples[keep], moved], ignore_index=True)
-    unmoved = (examples["split"] == "cold_test") & (examples["num_past_cis"] > config.cold_max_cis)
-    examples.loc[unmoved, "split"] = "warm_test"
-    return examples.sort_values("user", kind="stable").reset_index(drop=True)
+    spec, horizon = config.sequence, config.horizon
+    cis = category_interactions(coded, spec.window_seconds)
+    cutoff = _cutoffs(coded, cis, config)
+    at_cutoff = examples_at(coded, cis, features, cutoff.index.to_numpy(),
+                            cutoff.to_numpy(), spec, horizon)
+    at_cutoff = at_cutoff[at_cutoff["num_past_cis"] > 0].reset_index(drop=True)
+    split = pd.Series(_split_users(at_cutoff["user"].to_numpy(), config),
+                      index=at_cutoff["user"].to_numpy())
+    at_cutoff["split"] = split.to_numpy()
+
+    train = cutoff.loc[split.index[split == "train"]]
+    rolling = rolling_origins(cis, train, config.max_origins_per_user)
+    rolling = rolling[rolling["origin"].to_numpy() < train.reindex(rolling["user"]).to_numpy()]
+    cold = cutoff.loc[split.index[split == "cold_test"]]
+    newcomer = newcomer_origins(cis, cold, _known_cis(cold.index.to_numpy(), config))
+    # a held-out user who already is a newcomer at the cutoff stays as they are
+    short = (split == "warm_test").to_numpy() & (at_cutoff["num_past_cis"].to_numpy()
+                                               <= config.cold_max_cis)
+    at_cutoff.loc[short, "split"] = "cold_test"
+    frames = [at_cutoff[at_cutoff["split"] != "cold_test"], at_cutoff[short]]
+    for users, origins, name in (
+        (rolling["user"].to_numpy(), rolling["origin"].to_numpy(), "train"),
+        (newcomer.index.to_numpy(), newcomer.to_numpy(), "cold_test"),
+    ):
+        frames.append(examples_at(coded, cis, features, users, origins, spec, horizon)
+                      .assign(split=name))
+    examples = pd.concat(frames, ignore_index=True)
+    # a training example's origin is at or before its user's cutoff; every other
+    # example is at its user's (possibly moved) cutoff
+    examples["cutoff"] = np.where(examples["split"].to_numpy() == "train",
+                                  cutoff.reindex(examples["user"]).to_numpy(),
+                                  examples["origin"].to_numpy())
+    return examples.sort_values(["user", "origin"], kind="stable").reset_index(drop=True)
 
 
-def prepared_name(dataset: str, category_level: str | None) -> str:
+def prepared_name(dataset: str, category_level: str | None, future: str | None = None) -> str:
+    """The prepared directory's name: the data set, its category level unless the
+    default, and its horizon unless the default (``ml-1m-all``, ``ml-1m-cis1``)."""
     if dataset.startswith("events:"):
-        stem = Path(dataset.split(":", 1)[1]).stem
-        return f"events-{stem}"
-    return dataset if category_level in (None, "product_category", "genre") else (
-        f"{dataset}-{category_level}"
-    )
+        name = f"events-{Path(dataset.split(':', 1)[1]).stem}"
+    elif category_level in (None, "product_category", "genre"):
+        name = dataset
+    else:
+        name = f"{dataset}-{category_level}"
+    if future is not None and Horizon.parse(future) != default_config(dataset).horizon:
+        name += "-" + str(Horizon.parse(future)).replace(":", "")
+    return name
 
 
 def default_config(dataset: str) -> PrepareConfig:
@@ -228,7 +259,8 @@ def prepare(
     """Prepare ``dataset`` and return the prepared directory."""
     config = config or default_config(dataset)
     raw = raw or load_dataset(dataset, category_level)
-    out_dir = Path(out_dir or cache_dir() / "prepared" / prepared_name(dataset, category_level))
+    name = prepared_name(dataset, category_level, config.future)
+    out_dir = Path(out_dir or cache_dir() / "prepared" / name)
 
     users_code, users = _encode(raw.events["user_id"], 0)
     items_code, items = _encode(raw.events["item_id"], 1)
@@ -257,7 +289,7 @@ def prepare(
         )
     meta = {
         "dataset": dataset,
-        "name": prepared_name(dataset, category_level),
+        "name": name,
         "category_level": category_level,
         "config": to_dict(config),
         "num_users": len(users),
@@ -265,7 +297,10 @@ def prepare(
         "num_categories": len(categories),
         "num_events": len(coded),
         "dropped_events": raw.dropped_events,
-        "split_sizes": {s: int((examples["split"] == s).sum()) for s in SPLITS},
+        "protocol": config.protocol,
+        "split_users": {s: int(examples.loc[examples["split"] == s, "user"].nunique())
+                        for s in SPLITS},
+        "split_examples": {s: int((examples["split"] == s).sum()) for s in SPLITS},
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
@@ -283,5 +318,6 @@ def prepare(
         os.replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("prepared %s → %s (%s)", dataset, out_dir, meta["split_sizes"])
+    log.info("prepared %s → %s (users %s, examples %s)", dataset, out_dir,
+             meta["split_users"], meta["split_examples"])
     return out_dir

@@ -181,8 +181,16 @@ def past_sequences(events: pd.DataFrame, spec: SequenceSpec) -> pd.DataFrame:
     return frame
 
 
-def future_categories(events: pd.DataFrame) -> pd.Series:
-    """Distinct categories per user in order of first occurrence (γ_t), as lists."""
-    ordered = events.sort_values(["user", "timestamp", "category"], kind="stable")
-    firsts = ordered.drop_duplicates(["user", "category"])
-    return firsts.groupby("user", sort=True)["category"].agg(list)
+def time_keys(user: np.ndarray, time: np.ndarray, base: int) -> np.ndarray:
+    """(user, time) as one sortable int64 (user in the high 32 bits, ``time - base``
+    in the low ones), so that ``searchsorted`` finds a user's events around a time."""
+    return (np.asarray(user).astype(np.int64) << 32) | (np.asarray(time).astype(np.int64) - base)
+
+
+def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated ``range(starts[i], ends[i])``: the owner i and the index of every
+    element (a vectorised gather of many slices)."""
+    lengths = np.maximum(np.asarray(ends) - np.asarray(starts), 0)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(np.asarray(starts, np.int64), lengths) + within

@@ -8,7 +8,7 @@ from ccrec.data.prepared import PreparedData
 
 TABLE2_SPLITS = ("train", "warm_test", "cold_test")
 TABLE2_COLUMNS = (
-    "users", "items", "categories", "past_actions", "past_categories_per_user",
+    "users", "examples", "items", "categories", "past_actions", "past_categories_per_user",
     "future_categories_per_user",
 )
 
@@ -20,15 +20,18 @@ def _mean_std(values: np.ndarray) -> dict[str, float]:
 
 
 def table2(data: PreparedData) -> dict[str, dict]:
-    """Per split: #users, #items, #categories, and mean±std of past actions
-    (events before the cutoff), distinct past categories and distinct future
-    categories per user. ``train`` includes the validation users."""
+    """Per split: #users, #examples (rolling origins of training users included),
+    #items, #categories, and mean±std of past actions (events before the
+    cutoff), distinct past categories and distinct future categories per user,
+    each user at their cutoff. ``train`` includes the validation users."""
     rows = {}
     for split in TABLE2_SPLITS:
         names = ("train", "valid") if split == "train" else (split,)
-        frame = data.examples[data.examples["split"].isin(names)]
+        examples = data.examples[data.examples["split"].isin(names)]
+        frame = examples[examples["origin"] == examples["cutoff"]]
         rows[split] = {
-            "users": int(len(frame)),
+            "users": int(frame["user"].nunique()),
+            "examples": int(len(examples)),
             "items": data.num_items,
             "categories": data.num_categories,
             "past_actions": _mean_std(frame["num_past_events"].to_numpy(float)),
@@ -41,12 +44,12 @@ def table2(data: PreparedData) -> dict[str, dict]:
 
 
 def table2_markdown(name: str, rows: dict[str, dict]) -> str:
-    header = "| split | # users | # items | # categories | # past actions | " \
+    header = "| split | # users | # examples | # items | # categories | # past actions | " \
         "# past categories/user | # future categories/user |"
-    lines = [header, "|" + "---|" * 7]
+    lines = [header, "|" + "---|" * 8]
     for split, row in rows.items():
-        cells = [f"{name} ({split})", str(row["users"]), str(row["items"]), str(row["categories"])]
-        for key in TABLE2_COLUMNS[3:]:
+        cells = [f"{name} ({split})", *(str(row[key]) for key in TABLE2_COLUMNS[:4])]
+        for key in TABLE2_COLUMNS[4:]:
             cells.append(f"{row[key]['mean']:.2f} ± {row[key]['std']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,14 +1,14 @@
-"""The cascade driver: M1 → candidates → VAE → embeddings → M2 (paper §4–§5).
+"""The local cascade driver: M1 → candidates → VAE → embeddings → M2 in one process (paper §4–§5).
 
-Every step is a plain function of tables and configs, so the local CLI, the
-benchmark and a later Ray Train driver share them:
+Each stage is built, seeded and validated from the one stage table
+(:mod:`ccrec.train.stages`) and trained by the one loop
+(:func:`ccrec.train.loop.fit`), as on Ray (:mod:`ccrec.train.distributed`):
 
-1. :func:`train_sampler` trains M1 on the training users (early stopping on
-   the validation users);
-2. :func:`candidate_arrays` turns M1's output into r_t and y^{M1} per user;
-3. :func:`train_encoder` trains the VAE on the training users' past category
-   interactions, :func:`embed_table` embeds every user's past ones (μ);
-4. :func:`train_scorer` trains M2 on the candidates.
+1. M1 on the training users, early-stopped on the validation users;
+2. the VAE on the training users' past category interactions; it embeds
+   every user's past ones (μ, :func:`embed_table`);
+3. M1's candidates r_t and y^{M1} per user (:func:`candidate_arrays`);
+4. M2 on the candidates, early-stopped on validation HR@1.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from ccrec.data.prepared import PreparedData
-from ccrec.data.tables import CandidateTable, UserTable, make_loader
-from ccrec.metrics import ranking_metrics
+from ccrec.data.tables import CandidateTable, Table, UserTable, make_loader
 from ccrec.models.base import TrainConfig
 from ccrec.models.cascade import CandidateConfig, CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer, ScorerConfig
-from ccrec.train.loop import FitResult, TrainStep, evaluate_epoch, fit, fit_tables
+from ccrec.train.loop import FitResult, fit_tables
+from ccrec.train.stages import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +44,14 @@ def build_tables(prepared: PreparedData, config: CascadeConfig) -> dict[str, Use
     }
 
 
-def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
-    return replace(train, seed=train.seed + seed)
-
-
-def train_sampler(
-    tables: dict[str, UserTable], num_categories: int, config: CascadeConfig
-) -> tuple[MLESampler, FitResult]:
-    """Stage 1: M1 on the training users, early-stopped on validation NLL."""
-    torch.manual_seed(config.seed)
-    model = MLESampler(num_categories, config.max_past, config.sampler)
-    result = fit_tables(model, tables["train"], tables.get("valid"),
-                        _seeded(config.train_sampler, config.seed), desc="M1")
-    return model, result
-
-
-def train_encoder(
-    tables: dict[str, UserTable], feature_cardinalities: list[int], num_categories: int,
-    config: CascadeConfig,
-) -> tuple[CategoryVAE, FitResult]:
-    """Stage 2: the VAE on the training users' past category interactions."""
-    torch.manual_seed(config.seed + 1)
-    model = CategoryVAE(feature_cardinalities, num_categories, config.encoder)
-    valid = tables["valid"].interactions() if "valid" in tables else None
-    result = fit_tables(model, tables["train"].interactions(), valid,
-                        _seeded(config.train_encoder, config.seed + 1), desc="VAE")
-    return model, result
+def train_stage(spec: StageSpec, train: Table, valid: Table | None) -> tuple[torch.nn.Module,
+                                                                             FitResult]:
+    """One stage in this process: built and seeded by ``spec``, validated on ``valid``
+    (no validation when it is None or empty: every epoch trains, the last weights stay)."""
+    model = spec.build()
+    validate = spec.validator(valid) if valid is not None and len(valid) else None
+    return model, fit_tables(model, train, None, spec.train, validate=validate,
+                             desc=spec.stage.upper())
 
 
 @torch.no_grad()
@@ -98,39 +80,6 @@ def embed_table(encoder: CategoryVAE | None, table: UserTable,
         for b in make_loader(table, batch_size, shuffle=False)
     ]
     return np.concatenate(out)
-
-
-def scorer_validation(table: CandidateTable, ks=(1, 3)):
-    """A ``validate`` callback: loss, HR@k and Precision@k of M2 on candidate users."""
-
-    @torch.no_grad()
-    def validate(scorer: PrecisionScorer) -> dict[str, float]:
-        loader = make_loader(table, 1024, shuffle=False)
-        values = evaluate_epoch(TrainStep(scorer), loader)
-        ranked = []
-        for batch in loader:
-            s = scorer.score_batch(batch).masked_fill(~batch.candidate_mask, -1.0)
-            order = s.argsort(-1, descending=True)
-            ranked.append(batch.candidates.gather(1, order).numpy())
-        metrics = ranking_metrics(np.concatenate(ranked), table.users.future, ks)
-        return {**values, **metrics}
-
-    return validate
-
-
-def train_scorer(
-    cand_tables: dict[str, CandidateTable], num_categories: int, embedding_dim: int,
-    scorer_config: ScorerConfig, train_config: TrainConfig, seed: int = 0,
-) -> tuple[PrecisionScorer, FitResult]:
-    """Stage 3: M2 on the training users' candidates, early-stopped on validation."""
-    torch.manual_seed(seed + 2)
-    model = PrecisionScorer(num_categories, embedding_dim, scorer_config)
-    validate = scorer_validation(cand_tables["valid"]) if "valid" in cand_tables else None
-    train_loader = make_loader(cand_tables["train"], train_config.batch_size, shuffle=True,
-                               seed=train_config.seed + seed + 2)
-    result = fit(model, train_loader, None, _seeded(train_config, seed + 2),
-                 validate=validate, desc="M2")
-    return model, result
 
 
 @dataclass
@@ -168,14 +117,15 @@ class CascadeResult:
                     train_config: TrainConfig | None = None) -> tuple[CCRec, FitResult]:
         """Train another M2 on this cascade's M1 and VAE (ablations, |r_t| sweep)."""
         candidates = candidates or self.config.candidates
+        config = replace(self.config, scorer=scorer_config, candidates=candidates,
+                         train_scorer=train_config or self.config.train_scorer)
         tables = self.candidate_tables(candidates, scorer_config.use_vae)
-        emb_dim = self.model.encoder.latent_dim if self.model.encoder is not None else 0
-        scorer, result = train_scorer(
-            tables, self.model.num_categories, emb_dim, scorer_config,
-            train_config or self.config.train_scorer, self.config.seed,
-        )
+        use_encoder = scorer_config.use_vae and self.model.encoder is not None
+        spec = StageSpec("m2", self.model.num_categories, (), config,
+                         embedding_dim=self.model.encoder.latent_dim if use_encoder else 0)
+        scorer, result = train_stage(spec, tables["train"], tables.get("valid"))
         model = CCRec(self.model.sampler, self.model.encoder if scorer_config.use_vae else None,
-                      scorer, candidates)
+                      scorer, candidates)  # type: ignore[arg-type]
         return model.eval(), result
 
 
@@ -185,20 +135,25 @@ def train_cascade(prepared: PreparedData, config: CascadeConfig) -> CascadeResul
     seconds: dict[str, float] = {}
     tables = build_tables(prepared, config)
     seconds["tables"] = time.perf_counter() - started
+    stage = {name: StageSpec(name, prepared.num_categories,
+                             tuple(prepared.feature_cardinalities), config,
+                             embedding_dim=config.encoder.latent_dim)
+             for name in ("m1", "vae")}
 
     t = time.perf_counter()
-    sampler, m1_fit = train_sampler(tables, prepared.num_categories, config)
+    m1 = stage["m1"]
+    sampler, m1_fit = train_stage(m1, m1.table(tables["train"]), m1.table(tables["valid"]))
     seconds["m1"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    encoder, vae_fit = train_encoder(
-        tables, prepared.feature_cardinalities, prepared.num_categories, config)
+    vae = stage["vae"]
+    encoder, vae_fit = train_stage(vae, vae.table(tables["train"]), vae.table(tables["valid"]))
     embeddings = {name: embed_table(encoder, table) for name, table in tables.items()}
     seconds["vae"] = time.perf_counter() - t
 
     t = time.perf_counter()
     partial = CascadeResult(
-        model=CCRec(sampler, encoder, PrecisionScorer(prepared.num_categories,
+        model=CCRec(sampler, encoder, PrecisionScorer(prepared.num_categories,  # type: ignore[arg-type]
                     encoder.latent_dim, config.scorer), config.candidates),
         config=config, fits={"m1": m1_fit, "vae": vae_fit}, tables=tables,
         embeddings=embeddings, seconds=seconds,

@@ -1,7 +1,7 @@
-"""Synthetic users for the paper-baseline tests (VAERec, MeLU, TIGER).
+"""Users and checks for the paper-baseline tests (VAERec, MeLU, TIGER).
 
-Each user has 1–3 distinct past categories, two user-feature columns and
-random items; their future categories follow one deterministic rule:
+Each user has 1–3 distinct past categories and two user-feature columns;
+their future categories follow one pattern of :mod:`ccrec.data.synthetic`:
 
 * ``past``: the image of each past category under a fixed permutation σ;
 * ``features``: one category determined by f_t only (the past is noise);
@@ -11,10 +11,16 @@ random items; their future categories follow one deterministic rule:
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
+from ccrec.data.synthetic import (
+    FeatureCategory,
+    PermutedPast,
+    RepeatPast,
+    SyntheticConfig,
+    generate,
+)
 from ccrec.data.tables import UserTable
 from ccrec.metrics import ranking_metrics
 
@@ -22,32 +28,17 @@ NUM_CATEGORIES = 12
 CARDINALITIES = [4, 5]  # f_t columns, index 0 = unknown
 MAX_PAST = 4
 PROFILE_DIM = 8
+PATTERNS = {"past": PermutedPast(), "features": FeatureCategory(), "repeat": RepeatPast()}
 
 
 def make_table(n: int, rule: str, seed: int) -> UserTable:
-    """A :class:`UserTable` of ``n`` synthetic users following ``rule``."""
-    rng = np.random.default_rng(seed)
-    sigma = np.random.default_rng(123).permutation(NUM_CATEGORIES) + 1  # σ(c) = sigma[c-1]
-    rows = []
-    for user in range(n):
-        past = rng.choice(np.arange(1, NUM_CATEGORIES + 1), rng.integers(1, 4), replace=False)
-        feats = np.array([rng.integers(1, CARDINALITIES[0]), rng.integers(1, CARDINALITIES[1])])
-        if rule == "past":
-            future = sigma[past - 1]
-        elif rule == "features":
-            future = np.array([1 + (feats[0] * 5 + feats[1] * 3) % NUM_CATEGORIES])
-        elif rule == "repeat":
-            future = past
-        else:
-            raise ValueError(rule)
-        rows.append({
-            "user": user,
-            "past_categories": past,
-            "past_items": [rng.integers(1, 20, 2) for _ in past],
-            "user_features": feats,
-            "future_categories": np.unique(future),
-        })
-    return UserTable(pd.DataFrame(rows), NUM_CATEGORIES, MAX_PAST, PROFILE_DIM)
+    """A :class:`UserTable` of ``n`` synthetic users following ``PATTERNS[rule]``."""
+    config = SyntheticConfig(num_users=n, num_categories=NUM_CATEGORIES, num_items=24,
+                             max_past=3, distinct_past=True,
+                             feature_cardinalities=tuple(CARDINALITIES), cold_every=0,
+                             seed=seed)
+    examples = generate(config, PATTERNS[rule]).examples
+    return UserTable(examples, NUM_CATEGORIES, MAX_PAST, PROFILE_DIM)
 
 
 def scores_of(model, table: UserTable) -> torch.Tensor:

@@ -8,7 +8,6 @@ model can reach HR@1 ≈ 1 while a random ranking gets 1/|C|.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +17,7 @@ from ccrec.baselines.mamba4rec import Mamba4Rec, Mamba4RecConfig
 from ccrec.baselines.paper import PAPER_BASELINES, DataSpec
 from ccrec.baselines.sasrec import SASRec, SASRecConfig
 from ccrec.baselines.sequential import right_align
+from ccrec.data.synthetic import CategoryRun, SyntheticConfig, generate
 from ccrec.data.tables import UserTable
 from ccrec.metrics import ranking_metrics
 from ccrec.models.base import CategoryRecommender, TrainConfig
@@ -29,19 +29,10 @@ TRAIN = TrainConfig(epochs=6, batch_size=64, lr=1e-2, progress=False, seed=0)
 
 def pattern_table(users: int, seed: int) -> UserTable:
     """Users with past c, c+1, …, c+L-1 and future {c+L} (categories 1..C, cyclic)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(users):
-        start, length = int(rng.integers(C)), int(rng.integers(1, K + 1))
-        run = [(start + i) % C + 1 for i in range(length + 1)]
-        rows.append({
-            "user": u,
-            "past_categories": np.array(run[:-1]),
-            "past_items": [np.array([c]) for c in run[:-1]],
-            "user_features": np.array([1]),
-            "future_categories": np.array([run[-1]]),
-        })
-    return UserTable(pd.DataFrame(rows), C, K, PROFILE_DIM)
+    config = SyntheticConfig(num_users=users, num_categories=C, num_items=C, max_past=K,
+                             items_per_interaction=1, feature_cardinalities=(2,),
+                             cold_every=0, seed=seed)
+    return UserTable(generate(config, CategoryRun()).examples, C, K, PROFILE_DIM)
 
 
 def tiny(name: str):

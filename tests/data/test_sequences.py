@@ -5,7 +5,6 @@ from ccrec.data.sequences import (
     DAY,
     SequenceSpec,
     assign_category_interactions,
-    future_categories,
     past_sequences,
     retained,
 )
@@ -63,11 +62,6 @@ def test_retention_drops_events_outside_the_horizon_and_over_the_cap():
     rows = [(0, 1, 1, 0), (0, 2, 2, 100 * DAY), (0, 3, 3, 101 * DAY), (0, 4, 4, 102 * DAY)]
     kept = retained(events(rows), SequenceSpec(horizon_days=50, max_events=2))
     assert kept["item"].tolist() == [3, 4]
-
-
-def test_future_categories_are_distinct_in_first_occurrence_order():
-    fut = future_categories(events([(0, 1, 5, 3), (0, 2, 2, 1), (0, 3, 5, 2), (1, 4, 9, 0)]))
-    assert fut.loc[0] == [2, 5] and fut.loc[1] == [9]
 
 
 def test_vectorised_grouping_matches_a_reference_loop():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ccrec.batch import CandidateBatch, CategoryBatch, InteractionBatch
@@ -63,12 +65,22 @@ def test_vae_shapes_and_embedding_masks_padding():
     assert (emb[0, 2:] == 0).all() and (emb[1, 1:] == 0).all()
 
 
-def test_scorer_shapes_in_unit_interval():
-    scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32))
+def test_scorer_scores_each_candidate_on_its_own():
+    torch.manual_seed(0)
+    scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32)).eval()
     b = _batch()
+    emb, m1 = torch.randn(4, K, 8), torch.rand(4, 3)
     cands = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 7, 1], [2, 0, 0]])
-    s = scorer(b.past_categories, torch.randn(4, K, 8), cands, torch.rand(4, 3))
-    assert s.shape == (4, 3) and ((s > 0) & (s < 1)).all()
+    s = scorer(b.past_categories, emb, cands, m1)
+    assert s.shape == (4, 3)
+    # swapping two candidates swaps their scores and changes nothing else
+    swapped = scorer(b.past_categories, emb, cands[:, [1, 0, 2]], m1[:, [1, 0, 2]])
+    assert torch.allclose(swapped, s[:, [1, 0, 2]], atol=1e-6)
+    # with a zero last layer every score is sigmoid(bias): log 3 → 3 / (1 + 3)
+    with torch.no_grad():
+        scorer.mlp[-1].weight.zero_()
+        scorer.mlp[-1].bias.fill_(math.log(3.0))
+    assert torch.allclose(scorer(b.past_categories, emb, cands, m1), torch.full((4, 3), 0.75))
 
 
 def test_candidates_top_and_past_deduplicated():
@@ -76,7 +88,9 @@ def test_candidates_top_and_past_deduplicated():
     past = torch.tensor([[2, 6, 0, 0, 0]])
     cands, probs = candidates_from_m1(log_probs, past, CandidateConfig(size=2))
     assert cands.tolist() == [[1, 2, 0, 6, 0, 0, 0]]
-    assert (probs[cands == 0] == 0).all() and probs[0, 0] > probs[0, 1] > 0
+    e = math.e
+    z = e**5 + e**4 + e**3 + 4  # softmax denominator (category 0 adds e^-10000 ≈ 0)
+    assert torch.allclose(probs, torch.tensor([[e**5 / z, e**4 / z, 0, 1 / z, 0, 0, 0]]))
 
 
 def test_one_training_step_each_stage():
@@ -99,11 +113,22 @@ def test_one_training_step_each_stage():
         assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
 
 
-def test_cascade_scores_all_categories():
+def test_cascade_ranks_candidates_by_m2_and_the_rest_by_m1():
     vae = CategoryVAE(CARDS, C, EncoderConfig(item_profile_dim=P, hidden=32, latent_dim=8))
     scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32))
     model = CCRec(_sampler(), vae, scorer, CandidateConfig(size=3)).eval()
-    scores = model.score(_batch())
-    assert scores.shape == (4, C + 1)
-    # candidates (scores in (0, 1)) rank above every other category (scores < 0)
-    assert ((scores[:, 1:] > 0).sum(-1) >= 3).all()
+    batch = _batch()
+    with torch.no_grad():
+        scores = model.score(batch)
+        log_probs = model.sampler(batch.past_categories)
+        emb = vae.embed(batch.user_features, batch.past_profiles, batch.past_categories)
+        cands, m1 = candidates_from_m1(log_probs, batch.past_categories, CandidateConfig(size=3))
+        m2 = scorer(batch.past_categories, emb, cands, m1)
+    assert scores.shape == (4, C + 1) and (scores[:, 0] == -2.0).all()
+    for user in range(4):
+        present = cands[user] != 0
+        candidates = cands[user][present]
+        # candidates get M2's score in (0, 1); every other category y^{M1} - 1 < 0
+        assert torch.allclose(scores[user, candidates], m2[user][present])
+        others = [c for c in range(1, C + 1) if c not in candidates.tolist()]
+        assert torch.allclose(scores[user, others], log_probs[user, others].exp() - 1.0)

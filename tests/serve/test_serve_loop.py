@@ -9,20 +9,20 @@ from datetime import datetime
 
 import httpx
 import pytest
-from conftest import post
 
-from serve.loop import LocalLoop, click_to_refresh
+from ccrec.bundle import Bundle
 from serve.runtime import wait_ready
+from streaming.local import LocalLoop, click_to_refresh
 
 pytestmark = pytest.mark.slow
 
 
-def test_click_refreshes_the_next_recommendation(serve_graph, trained, tmp_path):
+def test_click_refreshes_the_next_recommendation(serve_graph, synthetic, bundles, tmp_path, post):
     deploy, url = serve_graph
-    prepared_path, prepared, bundle = trained
+    prepared, bundle = synthetic, bundles[0]
     vocab = prepared.vocab
     item_category = _item_categories(prepared)
-    with LocalLoop(prepared_path, tmp_path / "feast") as loop:
+    with LocalLoop(prepared.path, tmp_path / "feast") as loop:
         deploy(bundle=str(bundle), features=loop.features, kafka=loop.bootstrap_servers)
         wait_ready(url, timeout=120)
         user = "loop-user-1"
@@ -41,14 +41,17 @@ def test_click_refreshes_the_next_recommendation(serve_graph, trained, tmp_path)
                 return [await click_to_refresh(client, c, timeout=90) for c in clicks]
 
         results = asyncio.run(run())
-        for click, (seconds, answer) in zip(clicks, results, strict=True):
+        for click, (_, answer) in zip(clicks, results, strict=True):
             assert answer["cold_start"] is False  # the click made the user warm
             stamp = datetime.fromisoformat(answer["feature_timestamp"].replace("Z", "+00:00"))
             assert int(stamp.timestamp()) == click["timestamp"]  # ... and it is this click
-            assert seconds > 0
         assert loop.worker.error is None
-        # the bundle's model version and the click's time are in the refreshed answer
+        # two clicks in two categories: two category interactions, ranked by this bundle
         last = results[-1][1]
+        reference = Bundle.load(bundle).recommender()
+        expected = reference.names(reference.recommend(
+            [item_category[i] for i in items], [[i] for i in items], None, k=3))
+        assert [c["category_id"] for c in last["categories"]] == [c for c, _ in expected]
         assert last["model_version"] == bundle.name
 
 

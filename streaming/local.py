@@ -1,10 +1,11 @@
-"""The real-time loop on one machine: embedded broker → stream worker → Feast → Serve.
+"""The real-time loop on one machine: embedded broker → stream worker → Feast.
 
 :class:`LocalLoop` starts the broker (Tansu), a Feast store and the stream
-worker (a thread of this process) and stops them in reverse order;
-:func:`click_to_refresh` posts a click and polls the recommendation until it
-reflects that click (the feature timestamp reaches the click's time). The
-loop test, the benchmark and the demo all use these.
+worker (a thread of this process) and stops them in reverse order; the
+serving API reads the store it fills. :func:`click_to_refresh` measures the
+whole loop from the outside: it posts a click to the API and polls the
+recommendation until it reflects that click (the feature timestamp reaches
+the click's time). The loop test, the serving benchmark and the demo use both.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ class LocalLoop:
         prepared: the prepared data set (name or directory) whose vocabulary the
             worker validates against (the bundle's vocabulary).
         feast_root: the Feast store root (created and applied).
-        online: ``sqlite`` or ``redis``.
+        environment: the Feast environment (``sqlite`` or ``redis``).
         bootstrap_servers: an existing broker; None starts the embedded one.
     """
 
     prepared: str | Path
     feast_root: Path
-    online: str = "sqlite"
+    environment: str = "sqlite"
     bootstrap_servers: str | None = None
     project: str = field(default_factory=lambda: f"ccrec_{uuid.uuid4().hex[:8]}")
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -52,7 +53,7 @@ class LocalLoop:
                 self.bootstrap_servers = broker.bootstrap_servers
             self.settings = KafkaSettings.from_env(self.bootstrap_servers)
             ensure_topics(self.settings)
-            self.store = open_store(self.feast_root, self.online, project=self.project)  # type: ignore[arg-type]
+            self.store = open_store(self.feast_root, self.environment, project=self.project)
             config = WorkerConfig(
                 group_id=f"ccrec-features-{uuid.uuid4().hex[:6]}", max_poll_interval_ms=4000,
                 session_timeout_ms=4000, heartbeat_interval_ms=500, poll_timeout_ms=20,
@@ -71,8 +72,8 @@ class LocalLoop:
     @property
     def features(self) -> dict[str, Any]:
         """The Ingress's feature-source config for this store."""
-        return {"source": "feast", "root": str(self.feast_root), "online": self.online,
-                "project": self.project}
+        return {"source": "feast", "environment": self.environment,
+                "root": str(self.feast_root), "project": self.project}
 
 
 def _epoch(value: str | None) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +33,16 @@ DEMO_OVERRIDES = (
 TOP_K = 5
 STEPS = ("fetch + prepare", "train the cascade", "evaluate",
          "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
+
+
+def _quiet_libraries() -> None:
+    """The console shows the demo's steps: the libraries' INFO logs and deprecation
+    warnings (Kafka's client, Feast's registry, Ray Data's progress) stay out of it."""
+    import feast  # noqa: F401  (importing Feast resets the DeprecationWarning filter)
+
+    for name in ("kafka", "feast", "httpx", "ray.data", "ray.train", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _step(i: int, started: float) -> None:
@@ -57,11 +68,10 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from ccrec.config import load
     from ccrec.data.prepare import prepare
     from ccrec.data.prepared import load_prepared
-    from ccrec.train.cascade import CascadeConfig
+    from ccrec.models.cascade import CascadeConfig
     from serve import runtime
-    from serve.loop import LocalLoop
+    from streaming.local import LocalLoop
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic v1 shims in Ray
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -74,6 +84,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
 
     direct_port = runtime.apply_fast_path(runtime.free_port())  # before Ray starts
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    _quiet_libraries()
     try:
         _step(2, started)
         default = Path(__import__("ccrec").__file__).parent / "configs" / f"{path.name}.yaml"
@@ -129,7 +140,8 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     """The bundle and the popularity baselines on warm and cold test users."""
     from ccrec.baselines.popularity import LastCategory, Popularity
     from ccrec.bundle import Bundle
-    from ccrec.evaluate import GROUPS, write_results
+    from ccrec.evaluate import evaluate_sums
+    from ccrec.report import write_report
     from ccrec.train.cascade import build_tables
 
     tables = build_tables(prepared, config)
@@ -137,29 +149,27 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     pop, last = Popularity(prepared.num_categories), LastCategory(prepared.num_categories)
     pop.fit(tables["train"])
     last.fit(tables["train"])
-    from ccrec.evaluate import evaluate_recommender
-
-    results = {group: {name: evaluate_recommender(m, tables[split])
+    results = {group: {name: evaluate_sums(m, tables[split])
                        for name, m in (("Popularity", pop), ("Last-category", last),
                                        ("CCRec (demo config)", model))}
-               for group, split in GROUPS.items()}
-    write_results(results, out, f"{prepared.meta.get('name', 'demo')} (demo config)")
+               for group, split in (("warm", "warm_test"), ("cold", "cold_test"))}
+    write_report(results, out, f"{prepared.meta.get('name', 'demo')} (demo config)",
+                 protocol=prepared.meta.get("protocol"))
     return out / "results.md"
 
 
 def _openapi() -> dict:
-    from serve.api import create_app
     from serve.features import MemoryFeatures
-    from serve.plain import LocalService
+    from serve.plain import PlainHost
 
-    return create_app(LocalService(None, MemoryFeatures())).openapi()
+    return PlainHost(None, MemoryFeatures()).app.openapi()
 
 
 async def _replay(url: str, prepared, clicks: int) -> None:
     """One test user's real history, click by click, as a new user id."""
     import httpx
 
-    from serve.loop import click_to_refresh
+    from streaming.local import click_to_refresh
 
     vocab = prepared.vocab
     users = prepared.split("warm_test")
