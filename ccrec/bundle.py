@@ -5,7 +5,7 @@ A bundle is one directory per version::
     <root>/<version>/
       manifest.json        format, version id, data set, model dimensions, file digests
       config.json          the CascadeConfig it was trained with
-      vocab.json           categories (index 0 = padding), user-feature vocabularies, |I|
+      vocab.json           categories and items (index 0 = padding), user-feature vocabularies, |I|
       metrics.json         training record and evaluation results
       sampler.safetensors  stage 1 (M1) weights
       encoder.safetensors  stage 2 (VAE) weights
@@ -105,6 +105,8 @@ def save_bundle(
     num_items = vocab.get("num_items", len(vocab.get("items", [None])) - 1)
     small_vocab = {"categories": list(vocab["categories"]),
                    "user_features": vocab["user_features"], "num_items": num_items}
+    if "items" in vocab:  # the item ids → codes the stream worker validates against
+        small_vocab["items"] = list(vocab["items"])
     (tmp / "vocab.json").write_text(json.dumps(small_vocab))
     (tmp / "config.json").write_text(json.dumps(to_dict(config), indent=2))
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, default=float))

@@ -8,14 +8,17 @@ file, row and field in its error.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import functools
+import time
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 #: Version of the wire format; bumped on any incompatible change of :class:`Event`.
 SCHEMA_VERSION = 1
@@ -27,7 +30,44 @@ OPTIONAL_COLUMNS = ("event_id",)
 #: Longest identifier accepted; longer ones are almost certainly garbage.
 MAX_ID_LENGTH = 256
 
+#: The accepted event times: from the Unix epoch to the receiver's clock plus a tolerance
+#: for clock skew. The HTTP API and the stream worker check this one range.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE_S = 300.0
+#: The pydantic error type of a timestamp outside the range.
+TIMESTAMP_RANGE_ERROR = "timestamp_range"
+
+
+# pydantic rejects strings that are not valid Unicode (a lone surrogate such as "\ud800").
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+@functools.lru_cache(maxsize=4)  # a stream batch validates all its events against one now
+def _latest(now: float) -> datetime:
+    return EARLIEST_TIMESTAMP + timedelta(seconds=now + FUTURE_TOLERANCE_S)
+
+
+def check_timestamp_range(value: datetime, now: float | None = None) -> datetime:
+    """``value`` (naive = UTC) if it lies in EARLIEST_TIMESTAMP … now + FUTURE_TOLERANCE_S.
+
+    Compares without converting ``value`` (a conversion to UTC or to epoch
+    seconds overflows near the ends of the datetime range).
+
+    Raises:
+        PydanticCustomError: of type :data:`TIMESTAMP_RANGE_ERROR`, naming the range.
+    """
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    latest = _latest(time.time() if now is None else now)
+    # Aware datetimes compare through a timedelta, which cannot overflow.
+    if not EARLIEST_TIMESTAMP <= aware <= latest:
+        raise PydanticCustomError(
+            TIMESTAMP_RANGE_ERROR,
+            "timestamp {value} is outside the accepted range {earliest} … {latest} "
+            "(now + {tolerance} s)",
+            {"value": value.isoformat(), "earliest": EARLIEST_TIMESTAMP.isoformat(),
+             "latest": latest.isoformat(timespec="seconds"),
+             "tolerance": f"{FUTURE_TOLERANCE_S:g}"})
+    return aware
 
 
 class EventType(StrEnum):
@@ -48,6 +88,7 @@ class EventValidationError(ValueError):
         source: the file (or stream) the event came from, if any.
         row: the 0-based data row (header excluded), if known.
         field: the offending field, if known.
+        kind: the pydantic error type (e.g. :data:`TIMESTAMP_RANGE_ERROR`), if known.
     """
 
     def __init__(
@@ -57,8 +98,9 @@ class EventValidationError(ValueError):
         source: str | None = None,
         row: int | None = None,
         field: str | None = None,
+        kind: str | None = None,
     ) -> None:
-        self.source, self.row, self.field = source, row, field
+        self.source, self.row, self.field, self.kind = source, row, field, kind
         where = []
         if source is not None:
             where.append(f"file {source}")
@@ -89,15 +131,22 @@ class Event(BaseModel):
     item_id: Identifier
     category_id: Identifier
     event_type: EventType = EventType.CLICK
-    timestamp: datetime
+    timestamp: datetime = Field(description=(
+        "ISO 8601 date-time (naive = UTC) or epoch seconds, from "
+        f"{EARLIEST_TIMESTAMP.isoformat()} to the receiver's clock + {FUTURE_TOLERANCE_S:g} s."))
     event_id: Identifier | None = None
     user_features: dict[Identifier, Identifier] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @field_validator("timestamp")
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """In range (checked first: the conversion overflows outside it), then in UTC.
+
+        The validation context's ``now`` (epoch s) replaces the clock, for replays and tests.
+        """
+        now = info.context.get("now") if info.context else None
+        return check_timestamp_range(value, now).astimezone(UTC)
 
     @field_validator("schema_version")
     @classmethod
@@ -118,18 +167,25 @@ class Event(BaseModel):
         return f"{self.user_id}|{self.item_id}|{self.category_id}|{self.epoch_seconds}"
 
 
-def parse_event(payload: bytes | str | dict[str, Any], *, source: str | None = None) -> Event:
-    """Validate one JSON event; raise :class:`EventValidationError` naming the field."""
+def parse_event(
+    payload: bytes | str | dict[str, Any], *, source: str | None = None, now: float | None = None
+) -> Event:
+    """Validate one JSON event; raise :class:`EventValidationError` naming the field.
+
+    ``now`` (epoch s, default the clock) is the end of the accepted time range.
+    """
     from pydantic import ValidationError
 
+    context = None if now is None else {"now": now}
     try:
         if isinstance(payload, dict):
-            return Event.model_validate(payload)
-        return Event.model_validate_json(payload)
+            return Event.model_validate(payload, context=context)
+        return Event.model_validate_json(payload, context=context)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise EventValidationError(first.get("msg", str(exc)), source=source, field=field) from exc
+        raise EventValidationError(first.get("msg", str(exc)), source=source, field=field,
+                                   kind=first.get("type")) from exc
 
 
 def _first_bad(mask: np.ndarray) -> int:

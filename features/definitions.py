@@ -16,7 +16,7 @@ CLI, the directory given to :func:`features.store.open_store`).
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Int64, String
+from feast.types import Array, Bytes, Int64
 
 # ---- names shared with streaming/ and serve/ --------------------------------------------
 USER_ID = "user_id"
@@ -34,13 +34,9 @@ NUM_PAST_EVENTS = "num_past_events"
 NUM_PAST_CIS = "num_past_cis"
 NUM_PAST_CATEGORIES = "num_past_categories"
 LAST_TIMESTAMP = "last_timestamp"
-# user_category_sequence: the streaming worker's state, written in the same row
-LOG_ITEMS = "log_items"
-LOG_CATEGORIES = "log_categories"
-LOG_TIMESTAMPS = "log_timestamps"
-LOG_EVENT_IDS = "log_event_ids"
-APPLIED_PARTITION = "applied_partition"
-APPLIED_OFFSET = "applied_offset"
+# user_category_sequence: the streaming worker's state (retained events, applied Kafka
+# position, recent event ids), written in the same row as one value (streaming.state)
+WORKER_STATE = "worker_state"
 # user_profile
 USER_FEATURES = "user_features"
 # category_popularity
@@ -114,12 +110,7 @@ user_category_sequence = FeatureView(
         Field(name=NUM_PAST_CIS, dtype=Int64),
         Field(name=NUM_PAST_CATEGORIES, dtype=Int64),
         Field(name=LAST_TIMESTAMP, dtype=Int64),
-        Field(name=LOG_ITEMS, dtype=Array(Int64)),
-        Field(name=LOG_CATEGORIES, dtype=Array(Int64)),
-        Field(name=LOG_TIMESTAMPS, dtype=Array(Int64)),
-        Field(name=LOG_EVENT_IDS, dtype=Array(String)),
-        Field(name=APPLIED_PARTITION, dtype=Int64),
-        Field(name=APPLIED_OFFSET, dtype=Int64),
+        Field(name=WORKER_STATE, dtype=Bytes),
     ],
     source=user_category_sequence_push,
     online=True,

@@ -33,6 +33,7 @@ from feast.types import Array
 
 from features import definitions as d
 from features.environments import ENVIRONMENTS, FEATURES_DIR
+from features.online import OnlineRows, ViewRows
 
 #: Every Feast object of the definitions, in their order (what `apply` registers).
 OBJECTS = tuple(obj for obj in vars(d).values()
@@ -173,6 +174,18 @@ def push_rows(store: FeatureStore, push_source: str, rows: pd.DataFrame) -> None
     store.write_to_online_store(view.name, rows)
 
 
+def push_view_rows(online: OnlineRows, rows: ViewRows) -> None:
+    """:func:`push_rows` for rows given column by column (the streaming worker's path):
+    the offline log part from arrow arrays, then :meth:`OnlineRows.write`."""
+    if not len(rows):
+        return
+    source = online.view.batch_source
+    table = rows.to_arrow(_log_schema(online.view), online.join_key, source.timestamp_field,
+                          source.created_timestamp_column)
+    _write_part(online.root / source.path, table)
+    online.write(rows)
+
+
 def _feature_refs(view: str, names: Iterable[str]) -> list[str]:
     return [f"{view}:{name}" for name in names]
 
@@ -234,6 +247,30 @@ def sequence_columns(past: pd.DataFrame) -> pd.DataFrame:
     for name in _COUNT_FEATURES:
         out[name] = past[name].to_numpy(np.int64)
     return out
+
+
+def batch_sequence_features(past: pd.DataFrame, user_ids: Sequence[str]) -> dict[str, dict]:
+    """:func:`~ccrec.data.sequences.past_sequences` output (its ``user`` indexes
+    ``user_ids``) → user id → sequence feature → value (ints, lists of ints): what the
+    stream must serve for those events."""
+    rows = sequence_columns(past)
+    return {user_ids[u]: {k: _plain(row[k]) for k in SEQUENCE_FEATURES}
+            for u, (_, row) in zip(rows["user"], rows.iterrows(), strict=True)}
+
+
+def online_sequence_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
+    """user id → sequence feature → value as Feast serves it (None: the user has no row)."""
+    data = read_state(store, list(user_ids))
+    return {u: {k: _plain(data[k][i]) for k in SEQUENCE_FEATURES}
+            for i, u in enumerate(user_ids)}
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list | np.ndarray):
+        return [int(v) for v in value]
+    return int(value)
 
 
 def historical_features(

@@ -112,7 +112,7 @@ Timestamp = Annotated[
     datetime, BeforeValidator(_timestamp),
     WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"},
                               {"type": "number", "minimum": 0, "maximum": MAX_EPOCH}],
-                    "description": "ISO 8601 date-time (naive = UTC) or epoch seconds."}),
+                    "description": Event.model_fields["timestamp"].description}),
 ]
 
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,10 @@ SERVERS_HELP = "Kafka bootstrap servers; default $KAFKA_BOOTSTRAP_SERVERS, else 
 @click.group()
 def stream() -> None:
     """Kafka click events → Feast features (broker, replay, worker)."""
+    # The console shows the worker's lines; the clients' own INFO lines (connections,
+    # group joins) only when something goes wrong.
+    for name in ("kafka", "feast"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @stream.command("broker")
@@ -57,10 +62,13 @@ def broker_cmd(port: int | None, partitions: int) -> None:
 @click.option("--rate", type=float, default=1000.0, show_default=True,
               help="Events per second (0 = as fast as possible).")
 @click.option("--limit", type=int, default=None, help="Send at most this many events.")
+@click.option("--users", type=int, default=None,
+              help="Spread the events over this many user ids (a load with many users).")
 @click.option("--topic", default=TOPIC, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 def replay_cmd(
-    dataset: str, rate: float, limit: int | None, topic: str, bootstrap_servers: str | None
+    dataset: str, rate: float, limit: int | None, users: int | None, topic: str,
+    bootstrap_servers: str | None,
 ) -> None:
     """Produce DATASET's events, in time order, as a click stream at RATE events/s.
 
@@ -71,7 +79,7 @@ def replay_cmd(
         ensure_topics(settings, topics=(topic, topic + ".dlq"))
         started = time.perf_counter()
         with EventProducer(settings, topic=topic) as producer:
-            sent = replay(producer, dataset_events(dataset, limit), rate or None,
+            sent = replay(producer, dataset_events(dataset, limit, users), rate or None,
                           on_sent=lambda n: log.info("sent %d events", n))
         seconds = time.perf_counter() - started
         click.echo(json.dumps({"sent": sent, "seconds": round(seconds, 2),
@@ -111,23 +119,41 @@ def worker_config(
               show_default=True)
 @click.option("--max-past", type=int, default=WORKER.sequence.max_past, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
+@click.option("--health-port", type=int, default=None,
+              help="Serve GET /healthz (the liveness probe) on this port; 503 when the worker "
+                   "loop is stuck.")
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
     dataset: str, feast_env: str, root: Path, project: str | None, redis_url: str | None,
     group_id: str, topic: str, dlq_topic: str, batch_size: int, max_poll_interval_ms: int,
     session_timeout_ms: int, max_past: int, bootstrap_servers: str | None,
-    crash_after_pushes: int | None,
+    health_port: int | None, crash_after_pushes: int | None,
 ) -> None:
-    """Consume click events, update user features in Feast, then commit (Ctrl-C stops)."""
+    """Consume click events, update user features in Feast, then commit (Ctrl-C stops).
+
+    DATASET is a prepared data set or a model bundle: its vocab.json gives the
+    item and category codes.
+    """
+    from streaming.health import Liveness
     from streaming.worker import StreamWorker
+
+    # Importing Feast shows every deprecation warning once; those of the Kafka client
+    # and the standard library it calls are no news to the worker's operator.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     config = worker_config(group_id, topic, dlq_topic, batch_size, max_poll_interval_ms,
                            session_timeout_ms, max_past, crash_after_pushes)
-    vocab = Vocabulary.from_prepared(dataset)
+    try:
+        vocab = Vocabulary.from_prepared(dataset)
+    except (FileNotFoundError, ValueError) as exc:  # no vocab.json, or one without items
+        raise click.ClickException(f"{dataset}: {exc}") from exc
     store = open_from_options(feast_env, root, project, redis_url)
+    liveness = Liveness(config.liveness_timeout_s)
     with bootstrap(bootstrap_servers) as settings:
         ensure_topics(settings, topics=(topic, dlq_topic))
-        worker = StreamWorker(settings, store, vocab, config)
+        worker = StreamWorker(settings, store, vocab, config, liveness)
+        if health_port is not None:
+            liveness.serve(health_port)
 
         def stop(signum, frame) -> None:
             worker.stop()
@@ -137,6 +163,7 @@ def run_cmd(
         log.info("stream worker consuming from %s (group %s) into Feast %s",
                  settings.bootstrap_servers, group_id, feast_env)
         worker.run()
+        liveness.close()
         click.echo(json.dumps(worker.stats.as_dict()))
 
 

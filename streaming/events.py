@@ -47,6 +47,9 @@ class Vocabulary:
     @classmethod
     def from_vocab(cls, vocab: dict) -> Vocabulary:
         """From a prepared data set's (or a model bundle's) ``vocab.json`` content."""
+        if "items" not in vocab:
+            raise ValueError("vocab.json has no item vocabulary ('items'): a bundle saved "
+                             "before bundles carried it; save the bundle again")
         return cls(
             items={v: i for i, v in enumerate(vocab["items"]) if i > 0},
             categories={v: i for i, v in enumerate(vocab["categories"]) if i > 0},
@@ -113,7 +116,7 @@ class EventProducer:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        options = {"linger_ms": 5, "acks": 1, "max_request_size": 16 * 2**20, **producer}
+        options = {"linger_ms": 5, "acks": "all", "max_request_size": 16 * 2**20, **producer}
         self.topic = topic
         try:
             self.producer = KafkaProducer(**settings.config(), **options)
@@ -176,8 +179,15 @@ class EventProducer:
         self.close()
 
 
-def dataset_events(dataset_or_path: str | Path, limit: int | None = None) -> Iterator[dict]:
-    """A prepared data set's events, in time order, as wire-format dicts (external ids)."""
+def dataset_events(
+    dataset_or_path: str | Path, limit: int | None = None, users: int | None = None
+) -> Iterator[dict]:
+    """A prepared data set's events, in time order, as wire-format dicts (external ids).
+
+    ``users``: spread the events over this many user ids instead (``<name>-<k>``,
+    the k-th event to a shuffled ``k mod users``): the load of a service where
+    almost every event touches another user.
+    """
     from ccrec.data.prepared import resolve
 
     path = resolve(dataset_or_path)
@@ -186,14 +196,18 @@ def dataset_events(dataset_or_path: str | Path, limit: int | None = None) -> Ite
     order = np.argsort(coded["timestamp"].to_numpy(), kind="stable")
     if limit is not None:
         order = order[:limit]
-    users, items, cats = vocab["users"], vocab["items"], vocab["categories"]
+    names, items, cats = vocab["users"], vocab["items"], vocab["categories"]
     name = path.name
+    user_codes = coded["user"].to_numpy()[order]
+    if users is not None:
+        names = [f"{name}-{k}" for k in np.random.default_rng(0).permutation(users)]
+        user_codes = np.arange(len(order)) % users
     for row, u, i, c, t in zip(
-        order, coded["user"].to_numpy()[order], coded["item"].to_numpy()[order],
+        order, user_codes, coded["item"].to_numpy()[order],
         coded["category"].to_numpy()[order], coded["timestamp"].to_numpy()[order], strict=True,
     ):
         yield {
-            "user_id": users[u], "item_id": items[i], "category_id": cats[c],
+            "user_id": names[u], "item_id": items[i], "category_id": cats[c],
             "event_type": "click",
             "timestamp": datetime.fromtimestamp(int(t), UTC).isoformat(),
             "event_id": f"{name}:{row}",

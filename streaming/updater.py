@@ -2,18 +2,23 @@
 
 Per batch:
 
-1. validate each message (size, the :class:`ccrec.schema.Event` schema, known
-   item and category, not in the future); rejects carry their reason;
-2. read the touched users' rows (one ``get_online_features`` call, or the rows
-   this updater computed itself since its last partition assignment);
-3. drop events already applied: offset ≤ the row's applied offset in the same
-   partition, or an event id the row has seen;
+1. validate each message (size, the :class:`ccrec.schema.Event` schema with its
+   timestamp range, known item and category); rejects carry their reason;
+2. read the touched users' rows (one batched read, or the rows this updater
+   computed itself since its last partition assignment, a bounded LRU cache);
+3. reject events older than the user's latest minus the retention horizon,
+   then drop events already applied: offset ≤ the row's applied offset in the
+   same topic incarnation and partition, or an event id the row has seen;
 4. append the new events to each user's retained events and recompute every
-   touched user at once with the shared :func:`ccrec.data.sequences.past_sequences`;
+   touched user at once (:mod:`streaming.recompute`: the shared
+   :func:`ccrec.data.sequences.past_sequences`);
 5. return one row per user with the features *and* the state (retained events,
-   applied offset, recent event ids), so that one write stores both.
+   applied position, recent event ids), column by column, so that one write
+   stores both.
 
-The worker (:mod:`streaming.worker`) pushes the rows, then commits.
+Every record of a batch gets exactly one :class:`Outcome`: applied, a
+duplicate, or the DLQ (with a reason). The worker (:mod:`streaming.worker`)
+pushes the rows, sends the DLQ records, then commits.
 """
 
 from __future__ import annotations
@@ -21,24 +26,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from enum import StrEnum
+from typing import Protocol
 
-import numpy as np
-import pandas as pd
-from feast import FeatureStore
-
-from ccrec.data.sequences import past_sequences, retained
-from ccrec.schema import EventValidationError, parse_event
+from ccrec.schema import TIMESTAMP_RANGE_ERROR, EventValidationError, parse_event
 from features import definitions as d
-from features.store import read_state, sequence_columns
+from features.online import OnlineRows, ViewRows
 from streaming.config import WorkerConfig
 from streaming.events import Vocabulary
-
-#: The push source the updater's rows go to.
-SEQUENCE_PUSH = d.user_category_sequence_push.name
-#: Earlier than any event: the latest event time of a user with none.
-NEVER = -(2**62)
+from streaming.recompute import user_rows
+from streaming.state import NEVER, CodedEvent, StateCache, UserState
 
 
 class Record(Protocol):
@@ -51,16 +48,12 @@ class Record(Protocol):
     timestamp: int  # ms, set by the producer
 
 
-class CodedEvent(NamedTuple):
-    """One valid event, in the vocabulary's codes, and where it was read."""
+class Outcome(StrEnum):
+    """What became of one record. Every record has exactly one."""
 
-    user_id: str
-    item: int
-    category: int
-    timestamp: int  # epoch s
-    event_id: str  # the de-duplication id (Event.dedup_id)
-    partition: int
-    offset: int
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # its effect is in the stored row already
+    DLQ = "dlq"  # rejected, with a reason
 
 
 @dataclass
@@ -90,65 +83,49 @@ class Rejected:
 
 
 @dataclass
-class UserState:
-    """One user's retained events and applied position (the stored row's state part)."""
+class BatchResult:
+    """What one batch gives: rows to push, rejects, each record's outcome, the new states.
 
-    items: np.ndarray
-    categories: np.ndarray
-    timestamps: np.ndarray
-    event_ids: list[str]
-    partition: int
-    offset: int
+    ``outcomes[i]`` is the outcome of the batch's ``i``-th record; the DLQ ones
+    are ``rejected``, in the same order.
+    """
 
-    @classmethod
-    def from_row(cls, data: dict[str, list], i: int) -> UserState | None:
-        """Row ``i`` of :func:`features.store.read_state`'s answer; None for a new user."""
-        if data[d.LOG_ITEMS][i] is None:
-            return None
-        return cls(
-            items=np.asarray(data[d.LOG_ITEMS][i], np.int64),
-            categories=np.asarray(data[d.LOG_CATEGORIES][i], np.int64),
-            timestamps=np.asarray(data[d.LOG_TIMESTAMPS][i], np.int64),
-            event_ids=list(data[d.LOG_EVENT_IDS][i] or []),
-            partition=int(data[d.APPLIED_PARTITION][i]),
-            offset=int(data[d.APPLIED_OFFSET][i]),
-        )
+    rows: ViewRows | None
+    rejected: list[Rejected]
+    outcomes: list[Outcome]
+    states: dict[str, UserState]
 
     @property
-    def latest(self) -> int:
-        return int(self.timestamps.max()) if len(self.timestamps) else NEVER
+    def applied(self) -> int:
+        return self.outcomes.count(Outcome.APPLIED)
 
-    def applied(self, event: CodedEvent) -> bool:
-        """Whether the row already holds ``event`` by its Kafka position."""
-        return event.partition == self.partition and event.offset <= self.offset
+    @property
+    def duplicates(self) -> int:
+        return self.outcomes.count(Outcome.DUPLICATE)
 
-
-@dataclass
-class BatchResult:
-    """What one batch gives: rows to push, rejects, counts, the users' new states."""
-
-    rows: pd.DataFrame
-    rejected: list[Rejected]
-    applied: int
-    duplicates: int
-    states: dict[str, UserState]
+    @classmethod
+    def all_rejected(cls, records: list[Record], reason: str, detail: str) -> BatchResult:
+        return cls(None, [Rejected.of(r, reason, detail) for r in records],
+                   [Outcome.DLQ] * len(records), {})
 
 
 class FeatureUpdater:
     """Validates a batch of messages and computes the rows to push.
 
     Args:
-        store: the Feast store (reads state when it is not cached).
+        online: the ``user_category_sequence`` rows (reads the state not cached).
         vocab: item and category vocabularies.
-        config: validation and retention settings.
+        config: validation, retention and cache settings.
     """
 
-    def __init__(self, store: FeatureStore, vocab: Vocabulary, config: WorkerConfig) -> None:
-        self.store, self.vocab, self.config = store, vocab, config
-        self.cache: dict[str, UserState] = {}
+    def __init__(self, online: OnlineRows, vocab: Vocabulary, config: WorkerConfig) -> None:
+        self.online, self.vocab, self.config = online, vocab, config
+        self.cache = StateCache(config.state_cache_users)
+        #: topic → its incarnation (Kafka topic id), set by the worker on assignment.
+        self.topic_ids: dict[str, str] = {}
 
     def validate(self, record: Record, now: float) -> CodedEvent | Rejected:
-        """The coded event, or why it is rejected."""
+        """The coded event, or why it is rejected. Never raises."""
         value = record.value
         if value is None:
             return Rejected.of(record, "malformed", "empty message")
@@ -156,108 +133,92 @@ class FeatureUpdater:
             return Rejected.of(record, "oversized payload",
                                f"{len(value)} bytes > {self.config.max_event_bytes}")
         try:
-            event = parse_event(value, source=f"{record.topic}[{record.partition}]")
+            event = parse_event(value, source=f"{record.topic}[{record.partition}]", now=now)
         except EventValidationError as exc:
-            return Rejected.of(record, "malformed", str(exc))
+            reason = "timestamp out of range" if exc.kind == TIMESTAMP_RANGE_ERROR else "malformed"
+            return Rejected.of(record, reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one message's fault: the DLQ, not a crash
+            return Rejected.of(record, "invalid event", f"{type(exc).__name__}: {exc}")
         item = self.vocab.items.get(event.item_id)
         if item is None:
             return Rejected.of(record, "unknown item", event.item_id)
         category = self.vocab.categories.get(event.category_id)
         if category is None:
             return Rejected.of(record, "unknown category", event.category_id)
-        timestamp = event.epoch_seconds
-        if timestamp > now + self.config.future_tolerance_s:
-            return Rejected.of(record, "future timestamp", event.timestamp.isoformat())
-        return CodedEvent(event.user_id, item, category, timestamp, event.dedup_id,
-                          record.partition, record.offset)
+        return CodedEvent(event.user_id, item, category, event.epoch_seconds, event.dedup_id,
+                          self.topic_ids.get(record.topic, ""), record.partition, record.offset)
 
     def load_states(self, user_ids: list[str]) -> dict[str, UserState | None]:
         """Each user's stored state (None for a new user), from the cache or the store."""
-        found: dict[str, UserState | None] = {u: self.cache[u] for u in user_ids
-                                               if u in self.cache}
-        missing = [u for u in user_ids if u not in found]
+        found: dict[str, UserState | None] = {}
+        missing = []
+        for user_id in user_ids:
+            state = self.cache.get(user_id)
+            if state is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = state
         if missing:
-            data = read_state(self.store, missing)
-            found.update((u, UserState.from_row(data, i)) for i, u in enumerate(missing))
+            stored = self.online.read(missing, (d.WORKER_STATE,))
+            found.update((u, UserState.from_bytes(v[d.WORKER_STATE]) if v else None)
+                         for u, v in zip(missing, stored, strict=True))
         return found
 
     def process(self, records: list[Record], now: float | None = None) -> BatchResult:
-        """Validate, de-duplicate and recompute; returns the rows to push."""
+        """Validate, de-duplicate and recompute; returns the rows to push and every outcome.
+
+        A message's content never makes it raise (a bad one gets a DLQ outcome);
+        errors of the store read propagate.
+        """
         now = time.time() if now is None else now
         horizon = self.config.sequence.horizon_seconds
-        rejected: list[Rejected] = []
-        valid: list[tuple[Record, CodedEvent]] = []
-        for record in records:
+        outcomes: list[Outcome] = [Outcome.APPLIED] * len(records)
+        rejected: list[tuple[int, Rejected]] = []
+        valid: list[tuple[int, CodedEvent]] = []
+        for index, record in enumerate(records):
             outcome = self.validate(record, now)
             if isinstance(outcome, Rejected):
-                rejected.append(outcome)
+                rejected.append((index, outcome))
             else:
-                valid.append((record, outcome))
+                valid.append((index, outcome))
         states = self.load_states(list(dict.fromkeys(e.user_id for _, e in valid)))
 
         latest: dict[str, int] = {}  # per user: the latest event time, stored or new
         for _, event in valid:
-            state = states[event.user_id]
-            known = latest.get(event.user_id, state.latest if state is not None else NEVER)
+            known = latest.get(event.user_id)
+            if known is None:
+                state = states[event.user_id]
+                known = state.latest if state is not None else NEVER
             latest[event.user_id] = max(known, event.timestamp)
-        # Per user: the new events that are neither applied already nor too old.
+        # Per user: the new events that are neither too old nor applied already. "Too
+        # old" comes first: it depends on the latest time only, which a redelivery of
+        # the batch finds unchanged, so a reject is a reject again (never a duplicate
+        # whose DLQ message was lost with a crash before the DLQ send).
         new: dict[str, list[CodedEvent]] = {}
         seen: dict[str, set[str]] = {}
-        duplicates = 0
-        for record, event in valid:
+        for index, event in valid:
+            if event.timestamp < latest[event.user_id] - horizon:
+                rejected.append((index, Rejected.of(
+                    records[index], "too old", f"{event.timestamp} is older than the user's "
+                    f"latest event {latest[event.user_id]} minus the "
+                    f"{self.config.sequence.horizon_days:g}-day horizon")))
+                continue
             state = states[event.user_id]
             ids = seen.get(event.user_id)
             if ids is None:
                 ids = seen[event.user_id] = set(state.event_ids) if state is not None else set()
-            if (state is not None and state.applied(event)) or event.event_id in ids:
-                duplicates += 1
+            if (state is not None and state.applied(event.topic_id, event.partition, event.offset)
+                    or event.event_id in ids):
+                outcomes[index] = Outcome.DUPLICATE
                 continue
             ids.add(event.event_id)
-            if event.timestamp < latest[event.user_id] - horizon:
-                rejected.append(Rejected.of(
-                    record, "too old", f"{event.timestamp} is older than the user's latest "
-                    f"event {latest[event.user_id]} minus the "
-                    f"{self.config.sequence.horizon_days:g}-day horizon"))
-                continue
             new.setdefault(event.user_id, []).append(event)
-        applied = sum(len(v) for v in new.values())
-        rows, new_states = self._recompute(new, states, now) if new else (pd.DataFrame(), {})
-        return BatchResult(rows, rejected, applied, duplicates, new_states)
-
-    def _recompute(
-        self, new: dict[str, list[CodedEvent]], states: dict[str, UserState | None], now: float
-    ) -> tuple[pd.DataFrame, dict[str, UserState]]:
-        """All touched users' retained events and features, with one past_sequences call."""
-        spec = self.config.sequence
-        users = list(new)
-        kept = retained(_events_frame(users, new, states), spec)
-        rows = sequence_columns(past_sequences(kept, spec))  # sorted by user index
-        bounds = np.searchsorted(kept["user"].to_numpy(), np.arange(len(users) + 1))
-        k_items, k_cats, k_times = (kept[c].to_numpy() for c in ("item", "category", "timestamp"))
-        new_states: dict[str, UserState] = {}
-        for index, user_id in enumerate(users):
-            state, arrivals = states[user_id], new[user_id]
-            lo, hi = bounds[index], bounds[index + 1]
-            last = arrivals[-1]
-            ids = (state.event_ids if state is not None else []) + [e.event_id for e in arrivals]
-            offset = max(e.offset for e in arrivals if e.partition == last.partition)
-            if state is not None and state.partition == last.partition:
-                offset = max(offset, state.offset)
-            new_states[user_id] = UserState(
-                k_items[lo:hi].copy(), k_cats[lo:hi].copy(), k_times[lo:hi].copy(),
-                ids[-self.config.max_event_ids:], last.partition, offset)
-        in_rows = [users[i] for i in rows.pop("user").to_numpy()]
-        written = [new_states[u] for u in in_rows]
-        rows.insert(0, d.USER_ID, in_rows)
-        rows[d.LOG_ITEMS] = [s.items.tolist() for s in written]
-        rows[d.LOG_CATEGORIES] = [s.categories.tolist() for s in written]
-        rows[d.LOG_TIMESTAMPS] = [s.timestamps.tolist() for s in written]
-        rows[d.LOG_EVENT_IDS] = [s.event_ids for s in written]
-        rows[d.APPLIED_PARTITION] = np.asarray([s.partition for s in written], np.int64)
-        rows[d.APPLIED_OFFSET] = np.asarray([s.offset for s in written], np.int64)
-        rows[d.EVENT_TIMESTAMP] = pd.to_datetime(rows[d.LAST_TIMESTAMP], unit="s", utc=True)
-        rows[d.CREATED] = pd.Timestamp(datetime.fromtimestamp(now, UTC))
-        return rows, new_states
+        rejected.sort(key=lambda pair: pair[0])
+        for index, _ in rejected:
+            outcomes[index] = Outcome.DLQ
+        rows, new_states = (user_rows(new, states, self.config.sequence,
+                                      self.config.max_event_ids, now) if new else (None, {}))
+        return BatchResult(rows, [r for _, r in rejected], outcomes, new_states)
 
     def remember(self, states: dict[str, UserState]) -> None:
         """Keep the states just written (when ``cache_state``), instead of reading them back."""
@@ -267,26 +228,3 @@ class FeatureUpdater:
     def forget(self) -> None:
         """Drop the cached states (a rebalance: another worker may write these users now)."""
         self.cache.clear()
-
-
-def _events_frame(
-    users: list[str], new: dict[str, list[CodedEvent]], states: dict[str, UserState | None]
-) -> pd.DataFrame:
-    """The users' stored retained events plus their new ones; ``user`` is the index in users."""
-    arrivals = [e for user_id in users for e in new[user_id]]
-    code = {user_id: i for i, user_id in enumerate(users)}
-    n = len(arrivals)
-    columns = {
-        "user": [np.fromiter((code[e.user_id] for e in arrivals), np.int64, n)],
-        "item": [np.fromiter((e.item for e in arrivals), np.int64, n)],
-        "category": [np.fromiter((e.category for e in arrivals), np.int64, n)],
-        "timestamp": [np.fromiter((e.timestamp for e in arrivals), np.int64, n)],
-    }
-    for index, user_id in enumerate(users):
-        state = states[user_id]
-        if state is not None:
-            columns["user"].append(np.full(len(state.items), index, np.int64))
-            columns["item"].append(state.items)
-            columns["category"].append(state.categories)
-            columns["timestamp"].append(state.timestamps)
-    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})

@@ -36,11 +36,7 @@ def _rows(events: pd.DataFrame, names: dict[int, str], at: int) -> pd.DataFrame:
     past = past_sequences(events[events["timestamp"] <= at], SequenceSpec(max_past=3))
     rows = sequence_columns(past)
     rows.insert(0, d.USER_ID, [names[u] for u in rows.pop("user")])
-    for name in (d.LOG_ITEMS, d.LOG_CATEGORIES, d.LOG_TIMESTAMPS):
-        rows[name] = [[1]] * len(rows)
-    rows[d.LOG_EVENT_IDS] = [["x"]] * len(rows)
-    rows[d.APPLIED_PARTITION] = 0
-    rows[d.APPLIED_OFFSET] = 0
+    rows[d.WORKER_STATE] = [b"state\x00"] * len(rows)
     rows[d.EVENT_TIMESTAMP] = pd.to_datetime(rows[d.LAST_TIMESTAMP], unit="s", utc=True)
     rows[d.CREATED] = pd.Timestamp.now(tz="UTC")
     return rows
@@ -78,8 +74,7 @@ def test_objects_are_every_definition_in_order() -> None:
     assert SEQUENCE_FEATURES == (
         d.PAST_CATEGORIES, d.PAST_STARTS, d.PAST_ITEMS_FLAT, d.PAST_ITEM_COUNTS,
         d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP)
-    assert STATE_FEATURES == (d.LOG_ITEMS, d.LOG_CATEGORIES, d.LOG_TIMESTAMPS, d.LOG_EVENT_IDS,
-                              d.APPLIED_PARTITION, d.APPLIED_OFFSET)
+    assert STATE_FEATURES == (d.WORKER_STATE,)
 
 
 def test_sequence_feature_names_are_the_batch_columns() -> None:
@@ -152,7 +147,7 @@ def test_online_write_and_read(store) -> None:
         d.POPULAR_CATEGORIES: [1, 3, 2], d.POPULAR_COUNTS: [3, 2, 1],
         d.NUM_PAST_EVENTS: 0, d.NUM_PAST_CIS: 0, d.NUM_PAST_CATEGORIES: 0, d.LAST_TIMESTAMP: 0}
     state = read_state(store, ["alice", "nobody"])
-    assert state[d.APPLIED_OFFSET] == [0, None] and state[d.LOG_EVENT_IDS] == [["x"], None]
+    assert state[d.WORKER_STATE] == [b"state\x00", None]
 
 
 def test_historical_features_are_point_in_time(tmp_path) -> None:

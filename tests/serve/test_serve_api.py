@@ -278,6 +278,19 @@ def test_fuzz_openapi_contract(app, fuzz_config, mode):
     @settings(max_examples=int(os.environ.get("CCREC_FUZZ_EXAMPLES", 30)), deadline=None,
               suppress_health_check=list(HealthCheck))
     def run(case):
-        case.call_and_validate()
+        response = case.call()
+        if _outside_timestamp_range(response):
+            # The accepted range ends at the server's clock (ccrec.schema's
+            # check_timestamp_range), which a JSON Schema cannot state: a schema-valid
+            # later timestamp gets this 422.
+            return
+        case.validate_response(response)
 
     run()
+
+
+def _outside_timestamp_range(response) -> bool:
+    from ccrec.schema import TIMESTAMP_RANGE_ERROR
+
+    return response.status_code == 422 and all(
+        error["type"] == TIMESTAMP_RANGE_ERROR for error in response.json()["detail"])

@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 
 from ccrec.data.sequences import SequenceSpec, past_sequences
-from features.store import SEQUENCE_FEATURES, open_store, read_state, sequence_columns
+from features.store import (
+    batch_sequence_features,
+    online_sequence_features,
+    open_store,
+    read_state,
+)
 from streaming.broker import EmbeddedBroker, KafkaSettings
 from streaming.config import WorkerConfig
 from streaming.events import ensure_topics
@@ -61,13 +66,14 @@ def item_category(item: int) -> int:
     return 1 + item % NUM_CATEGORIES
 
 
-def make_events(n: int, users: int, seed: int = 0, start: int = T0) -> list[dict]:
-    """Wire-format events, time-ordered per user, spread over ~40 days."""
+def make_events(n: int, users: int, seed: int = 0, start: int = T0,
+                items: int = NUM_ITEMS) -> list[dict]:
+    """Wire-format events (items i1..i<items>), time-ordered per user, over ~40 days."""
     rng = np.random.default_rng(seed)
     times = start + np.sort(rng.integers(0, 40 * 86_400, n))
     out = []
     for k, t in enumerate(times):
-        item = int(rng.integers(1, NUM_ITEMS + 1))
+        item = int(rng.integers(1, items + 1))
         out.append({
             "user_id": f"u{int(rng.integers(users))}", "item_id": f"i{item}",
             "category_id": f"c{item_category(item)}", "event_type": "click",
@@ -93,26 +99,15 @@ def coded(events: list[dict]) -> tuple[pd.DataFrame, list[str]]:
 def batch_features(events: list[dict], spec: SequenceSpec = SPEC) -> dict[str, dict]:
     """user id → the batch path's features (past_sequences, as training computes them)."""
     frame, names = coded(events)
-    rows = sequence_columns(past_sequences(frame, spec))
-    return {names[u]: {k: _plain(row[k]) for k in SEQUENCE_FEATURES}
-            for u, (_, row) in zip(rows["user"], rows.iterrows(), strict=True)}
+    return batch_sequence_features(past_sequences(frame, spec), names)
 
 
 def online_features(store, user_ids) -> dict[str, dict]:
-    data = read_state(store, list(user_ids))
-    return {u: {k: _plain(data[k][i]) for k in SEQUENCE_FEATURES} for i, u in enumerate(user_ids)}
+    return online_sequence_features(store, user_ids)
 
 
 def state_of(store, user_ids) -> dict:
     return read_state(store, list(user_ids))
-
-
-def _plain(value):
-    if value is None:
-        return None
-    if isinstance(value, list | np.ndarray):
-        return [int(v) for v in value]
-    return int(value)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

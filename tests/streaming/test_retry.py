@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from streaming.retry import Backoff, Stopped
+from streaming.retry import Backoff, Stopped, broker_unavailable, store_unavailable
 
 
 class RecordedStop(threading.Event):
@@ -37,6 +37,10 @@ def failing(times: int, error: BaseException, result: object = "done"):
     return action, calls
 
 
+def refused(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError)
+
+
 def test_delays_double_up_to_the_maximum() -> None:
     backoff = Backoff(0.5, 5.0, threading.Event())
     assert [backoff.delay(a) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
@@ -47,11 +51,12 @@ def test_retries_until_success_and_logs_each_failure(caplog) -> None:
     caplog.set_level(logging.WARNING, logger="streaming.retry")
     stop = RecordedStop()
     action, calls = failing(3, ConnectionError("refused"))
-    seen = []
-    got = Backoff(0.5, 1.5, stop).call(action, retryable=(ConnectionError,),
-                                       unavailable="the store", on_failure=seen.append)
+    seen, beats = [], []
+    got = Backoff(0.5, 1.5, stop, before_wait=lambda: beats.append(len(stop.waits))).call(
+        action, retryable=refused, unavailable="the store", on_failure=seen.append)
     assert got == "done" and len(calls) == 4
     assert stop.waits == [0.5, 1.0, 1.5]
+    assert beats == [0, 1, 2]  # one heartbeat before each wait
     assert [str(e) for e in seen] == ["refused"] * 3
     assert [r.getMessage() for r in caplog.records] == [
         f"the store unavailable (ConnectionError: refused); retrying in {d}s"
@@ -62,7 +67,7 @@ def test_other_errors_are_not_retried() -> None:
     stop = RecordedStop()
     action, calls = failing(1, KeyError("poison"))
     with pytest.raises(KeyError):
-        Backoff(0.5, 1.0, stop).call(action, retryable=(ConnectionError,), unavailable="x")
+        Backoff(0.5, 1.0, stop).call(action, retryable=refused, unavailable="x")
     assert len(calls) == 1 and stop.waits == []
 
 
@@ -70,11 +75,32 @@ def test_stop_ends_the_retries() -> None:
     stop = RecordedStop(stop_after_waits=2)
     action, calls = failing(100, ConnectionError("down"))
     with pytest.raises(Stopped):
-        Backoff(0.1, 1.0, stop).call(action, retryable=(ConnectionError,), unavailable="x")
+        Backoff(0.1, 1.0, stop).call(action, retryable=refused, unavailable="x")
     assert len(calls) == 2 and stop.waits == [0.1, 0.2]
     stopped = threading.Event()
     stopped.set()
     action, calls = failing(0, ConnectionError("never raised"))
     with pytest.raises(Stopped):
-        Backoff(0.1, 1.0, stopped).call(action, retryable=(ConnectionError,), unavailable="x")
+        Backoff(0.1, 1.0, stopped).call(action, retryable=refused, unavailable="x")
     assert calls == []
+
+
+def test_only_unavailable_services_are_retried() -> None:
+    """The classification: services that cannot be reached now, not faults of the data."""
+    import sqlite3
+
+    import pandas as pd
+    import redis.exceptions as redis_errors
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    for unavailable in (redis_errors.ConnectionError("refused"), redis_errors.TimeoutError(),
+                        redis_errors.BusyLoadingError(), sqlite3.OperationalError("locked"),
+                        OSError(28, "No space left on device")):
+        assert store_unavailable(unavailable), unavailable
+    for data_fault in (ValueError("x"), KeyError("x"), OverflowError("date value out of range"),
+                       pd.errors.OutOfBoundsDatetime("1500-01-01"), sqlite3.IntegrityError(),
+                       UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+                       redis_errors.DataError("bad type")):
+        assert not store_unavailable(data_fault), data_fault
+    assert broker_unavailable(KafkaConnectionError()) and broker_unavailable(KafkaTimeoutError())
+    assert not broker_unavailable(ValueError("x"))

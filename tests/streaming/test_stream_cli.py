@@ -28,7 +28,7 @@ def test_options_set_their_fields_and_keep_the_rest() -> None:
     assert config.max_poll_interval_ms == 9000
     assert config.sequence.max_past == 4
     assert config.sequence.window_days == WorkerConfig().sequence.window_days
-    assert config.future_tolerance_s == WorkerConfig().future_tolerance_s
+    assert config.state_cache_users == WorkerConfig().state_cache_users
 
 
 def test_feast_options_parse() -> None:
@@ -36,3 +36,18 @@ def test_feast_options_parse() -> None:
                                           "--root", "/data/feast"]).params
     assert (params["feast_env"], str(params["root"]), params["project"]) == (
         "production", "/data/feast", None)
+
+
+def test_a_bundle_without_items_is_a_clear_error(tmp_path) -> None:
+    """Bundles saved before they carried the item vocabulary: the worker says so."""
+    import json
+
+    from click.testing import CliRunner
+
+    (tmp_path / "vocab.json").write_text(json.dumps(
+        {"categories": ["<pad>", "c1"], "user_features": {}, "num_items": 3}))
+    result = CliRunner().invoke(run_cmd, ["--dataset", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "has no item vocabulary ('items')" in result.output and str(tmp_path) in result.output
+    missing = CliRunner().invoke(run_cmd, ["--dataset", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and "run `ccrec data prepare` first" in missing.output

@@ -25,8 +25,9 @@ from stream_helpers import (
 
 from features import definitions as d
 from features.store import historical_features
-from streaming.broker import KafkaSettings, free_port
-from streaming.events import EventProducer, Vocabulary
+from streaming.broker import EmbeddedBroker, KafkaSettings, free_port
+from streaming.events import EventProducer, Vocabulary, ensure_topics
+from streaming.state import UserState
 from streaming.worker import CRASH_EXIT_STATUS, StreamWorker
 
 pytestmark = pytest.mark.slow
@@ -83,10 +84,10 @@ def test_events_to_online_features_end_to_end(broker, topics, make_store, vocab_
     assert online_features(store, list(want)) == want
     stats = worker.stats.as_dict()
     assert stats["applied"] == len(events) + 1 and stats["duplicates"] == 0
-    assert stats["dlq"] == {"malformed": 3, "unknown item": 1, "future timestamp": 1,
+    assert stats["dlq"] == {"malformed": 3, "unknown item": 1, "timestamp out of range": 1,
                             "oversized payload": 1}
     assert dlq_reasons(broker, topics["dlq_topic"], len(bad)) == sorted(
-        ["malformed"] * 3 + ["unknown item", "future timestamp", "oversized payload"])
+        ["malformed"] * 3 + ["unknown item", "timestamp out of range", "oversized payload"])
     assert sum(committed(broker, topics).values()) == total
 
 
@@ -133,7 +134,8 @@ def test_crash_mid_batch_then_restart_loses_and_duplicates_nothing(
         want = batch_features(events, SPEC)
         assert online_features(store, list(want)) == want
         state = state_of(store, list(want))
-        for ids in state[d.LOG_EVENT_IDS]:
+        for raw in state[d.WORKER_STATE]:
+            ids = UserState.from_bytes(raw).event_ids
             assert len(ids) == len(set(ids))
         assert sum(state[d.NUM_PAST_EVENTS]) == len(events)
     finally:
@@ -242,3 +244,41 @@ def test_point_in_time_training_data_equals_what_was_served(
             assert got[d.NUM_PAST_EVENTS] == 0
             continue
         assert got == served[cutoff][user] == batch, (user, cutoff)
+
+
+def test_after_a_broker_reset_new_events_are_applied(make_store, vocab_dir) -> None:
+    """A fresh broker (memory storage: offsets start at 0 again) with the same store: the
+    stored offsets belong to the old topic incarnation, so the new events are applied."""
+    store = make_store()
+    vocab = Vocabulary.from_prepared(vocab_dir)
+    before = make_events(120, 6, seed=21)
+    after = make_events(120, 6, seed=22, start=T0 + 50 * 86_400)
+    workers = []
+    for events in (before, after):
+        with EmbeddedBroker() as running:
+            settings = KafkaSettings(running.bootstrap_servers)
+            topics = {"topic": "ccrec.reset", "dlq_topic": "ccrec.reset.dlq",
+                      "group_id": "g-reset"}
+            ensure_topics(settings, 4, topics=(topics["topic"], topics["dlq_topic"]))
+            produce(settings, topics["topic"], events)
+            worker = StreamWorker(settings, store, vocab, worker_config(topics)).start()
+            wait_committed(settings, topics, len(events))
+            worker.stop()
+            workers.append(worker)
+    assert [(w.stats.applied, w.stats.duplicates) for w in workers] == [(120, 0), (120, 0)]
+    assert len({next(iter(w.updater.topic_ids.values())) for w in workers}) == 2
+    want = batch_features(before + after, SPEC)
+    assert online_features(store, list(want)) == want
+
+
+def test_every_producer_waits_for_all_in_sync_replicas(broker, topics, tmp_path, vocab_dir):
+    """acks=all: the events producer (the API's clicks, replays) and the worker's DLQ."""
+    from features.store import open_store
+
+    with EventProducer(broker, topic=topics["topic"]) as producer:
+        assert producer.producer.config["acks"] == -1  # kafka-python's spelling of "all"
+    worker = StreamWorker(broker, open_store(tmp_path), Vocabulary.from_prepared(vocab_dir),
+                          worker_config(topics)).start()
+    wait_for(lambda: worker.producer is not None, 60, "the worker's clients")
+    worker.stop()
+    assert worker.producer.config["acks"] == -1

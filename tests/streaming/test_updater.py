@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from stream_helpers import SPEC, T0, batch_features, make_events, online_features, worker_config
 
-from features.store import open_store, push_rows
+from features.online import OnlineRows
+from features.store import SEQUENCE_VIEW, open_store, push_view_rows
 from streaming.events import Vocabulary, encode
-from streaming.updater import SEQUENCE_PUSH, CodedEvent, FeatureUpdater, Rejected
+from streaming.updater import CodedEvent, FeatureUpdater, Outcome, Rejected
 
 
 def records(events: list[dict], start: int = 0, partition: int = 0) -> list[SimpleNamespace]:
@@ -26,15 +27,21 @@ def raw(value: bytes, offset: int = 0, partition: int = 0) -> SimpleNamespace:
 
 
 @pytest.fixture
-def updater(tmp_path, vocab_dir) -> FeatureUpdater:
-    store = open_store(tmp_path / "store")
-    return FeatureUpdater(store, Vocabulary.from_prepared(vocab_dir),
+def store(tmp_path):
+    return open_store(tmp_path / "store")
+
+
+@pytest.fixture
+def updater(store, vocab_dir) -> FeatureUpdater:
+    online = OnlineRows(store, store.get_feature_view(SEQUENCE_VIEW))
+    return FeatureUpdater(online, Vocabulary.from_prepared(vocab_dir),
                           worker_config({}, cache_state=False))
 
 
 def apply(updater: FeatureUpdater, recs) -> object:
     result = updater.process(recs)
-    push_rows(updater.store, SEQUENCE_PUSH, result.rows)
+    if result.rows is not None:
+        push_view_rows(updater.online, result.rows)
     updater.remember(result.states)
     return result
 
@@ -44,7 +51,7 @@ def test_a_valid_message_becomes_a_coded_event(updater) -> None:
     message = {"user_id": "u1", "item_id": "i7", "category_id": "c2",
                "timestamp": "2024-01-01T01:00:00+01:00", "event_id": "e-1"}
     got = updater.validate(raw(json.dumps(message).encode(), offset=9, partition=3), time.time())
-    assert got == CodedEvent("u1", 7, 2, T0, "e-1", 3, 9)
+    assert got == CodedEvent("u1", 7, 2, T0, "e-1", "", 3, 9)
     # Without an event id, the schema's content id; a naive time is UTC; epoch seconds pass.
     message = {"user_id": "u1", "item_id": "i7", "category_id": "c2",
                "timestamp": "2024-01-01T00:00:10"}
@@ -54,7 +61,7 @@ def test_a_valid_message_becomes_a_coded_event(updater) -> None:
     assert got.timestamp == T0 + 20
 
 
-def test_stream_equals_batch_in_any_batching(updater) -> None:
+def test_stream_equals_batch_in_any_batching(updater, store) -> None:
     events = make_events(400, 12, seed=3)
     rng = np.random.default_rng(0)
     cuts = np.sort(rng.choice(np.arange(1, 400), 9, replace=False))
@@ -63,19 +70,32 @@ def test_stream_equals_batch_in_any_batching(updater) -> None:
         apply(updater, records([events[i] for i in chunk], offset))
         offset += len(chunk)
     want = batch_features(events, SPEC)
-    assert online_features(updater.store, list(want)) == want
+    assert online_features(store, list(want)) == want
 
 
-def test_replayed_offsets_and_event_ids_apply_once(updater) -> None:
+def test_many_users_with_first_events_equal_batch(updater, store) -> None:
+    """Most users here have one event (their rows skip past_sequences); some have more."""
+    events = make_events(300, 250, seed=5)
+    counts = {}
+    for e in events:
+        counts[e["user_id"]] = counts.get(e["user_id"], 0) + 1
+    assert sum(n == 1 for n in counts.values()) > 100 and max(counts.values()) > 2
+    for start in (0, 100, 200):
+        apply(updater, records(events[start:start + 100], start))
+    want = batch_features(events, SPEC)
+    assert online_features(store, list(want)) == want
+
+
+def test_replayed_offsets_and_event_ids_apply_once(updater, store) -> None:
     events = make_events(60, 4, seed=1)
     first = apply(updater, records(events))
     assert first.applied == 60
     again = apply(updater, records(events))  # a redelivery after a crash
-    assert (again.applied, again.duplicates, len(again.rows)) == (0, 60, 0)
+    assert (again.applied, again.duplicates, again.rows) == (0, 60, None)
     moved = apply(updater, records(events[:10], start=500, partition=3))  # same ids elsewhere
     assert (moved.applied, moved.duplicates) == (0, 10)
     want = batch_features(events, SPEC)
-    assert online_features(updater.store, list(want)) == want
+    assert online_features(store, list(want)) == want
 
 
 def test_the_state_records_the_last_position_and_ids(updater) -> None:
@@ -84,10 +104,10 @@ def test_the_state_records_the_last_position_and_ids(updater) -> None:
     state = result.states["solo"]
     assert (state.partition, state.offset) == (2, 44)
     assert state.event_ids == [e["event_id"] for e in events]
-    assert len(state.items) == 5 and list(result.rows["user_id"]) == ["solo"]
+    assert len(state.items) == 5 and result.rows.keys == ["solo"]
 
 
-def test_out_of_order_is_applied_too_old_and_future_are_rejected(updater) -> None:
+def test_out_of_order_is_applied_too_old_and_future_are_rejected(updater, store) -> None:
     events = make_events(40, 2, seed=2)
     apply(updater, records(events))
     late = dict(events[5], event_id="late", item_id="i7", category_id="c2",
@@ -98,9 +118,10 @@ def test_out_of_order_is_applied_too_old_and_future_are_rejected(updater) -> Non
                   timestamp=datetime.fromtimestamp(time.time() + 86_400, UTC).isoformat())
     result = apply(updater, records([late, too_old, future], start=100))
     assert result.applied == 1
-    assert sorted(r.reason for r in result.rejected) == ["future timestamp", "too old"]
+    assert sorted(r.reason for r in result.rejected) == ["timestamp out of range", "too old"]
+    assert result.outcomes == [Outcome.APPLIED, Outcome.DLQ, Outcome.DLQ]
     want = batch_features([*events, late], SPEC)
-    assert online_features(updater.store, list(want)) == want
+    assert online_features(store, list(want)) == want
 
 
 def test_rejects_name_the_reason(updater) -> None:
