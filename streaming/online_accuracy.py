@@ -223,8 +223,10 @@ def log_dir(feature_root: Path) -> Path:
     return Path(feature_root) / LOG_SUBDIR
 
 
-class OnlineAccuracy:
+class OnlineAccuracy(threading.Thread):
     """The consumer: impressions and clicks → :class:`OnlineJoin` → metrics and log rows.
+
+    A daemon thread (:meth:`start`, :meth:`stop`), or :meth:`run` in the caller's.
 
     Args:
         settings: where the brokers are.
@@ -232,12 +234,14 @@ class OnlineAccuracy:
         config: the join's windows.
         group_id: its consumer group (its own: it reads the clicks the worker reads).
         topics: (impressions, clicks).
-        consumer: extra KafkaConsumer settings (tests set the group timing low).
+        consumer: extra KafkaConsumer settings (tests set the group timing low). It
+            starts at the latest offsets: it measures from when it first runs.
     """
 
     def __init__(self, settings: KafkaSettings, out_dir: Path, config: JoinConfig | None = None,
                  group_id: str = "ccrec-online-accuracy",
                  topics: tuple[str, str] = (IMPRESSIONS_TOPIC, TOPIC), **consumer) -> None:
+        super().__init__(name="ccrec-online-accuracy", daemon=True)
         self.settings, self.out_dir, self.group_id = settings, Path(out_dir), group_id
         self.impressions_topic, self.clicks_topic = topics
         self.join = OnlineJoin(config)
@@ -245,8 +249,7 @@ class OnlineAccuracy:
         self.consumer_options = consumer
         self.rows_written = 0
         self.skipped = 0  # messages that were neither an impression nor a click
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
 
     def _consumer(self):
         from kafka import KafkaConsumer
@@ -254,9 +257,9 @@ class OnlineAccuracy:
         from streaming.events import ensure_topics
 
         ensure_topics(self.settings, topics=(self.impressions_topic, self.clicks_topic))
-        consumer = KafkaConsumer(**self.settings.config(), group_id=self.group_id,
-                                 auto_offset_reset="latest", enable_auto_commit=True,
-                                 **self.consumer_options)
+        options = {"auto_offset_reset": "latest", "enable_auto_commit": True,
+                   **self.consumer_options}
+        consumer = KafkaConsumer(**self.settings.config(), group_id=self.group_id, **options)
         consumer.subscribe([self.impressions_topic, self.clicks_topic])
         return consumer
 
@@ -287,7 +290,7 @@ class OnlineAccuracy:
         """Consume until :meth:`stop`."""
         consumer = self._consumer()
         try:
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 polled = consumer.poll(timeout_ms=poll_ms)
                 self.handle([r for batch in polled.values() for r in batch])
                 self.flush()
@@ -295,13 +298,7 @@ class OnlineAccuracy:
             consumer.close()
             self.flush(float("inf"))
 
-    def start(self) -> OnlineAccuracy:
-        self._thread = threading.Thread(target=self.run, name="ccrec-online-accuracy",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)

@@ -12,6 +12,7 @@ import uuid
 import pytest
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter
+from stream_helpers import wait_for
 
 from streaming.broker import EmbeddedBroker, KafkaSettings
 from streaming.events import ensure_topics
@@ -21,14 +22,6 @@ from streaming.impressions import Impression, ImpressionLog
 def impression(i: int) -> Impression:
     return Impression(f"r{i}", f"u{i % 7}", "v1", ["c1", "c2", "c3"], [0.5, 0.3, 0.2], 1_700_000,
                       1_700_000_100.0 + i)
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def consumed(settings: KafkaSettings, topic: str, expected: int) -> list[dict]:

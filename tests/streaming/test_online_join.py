@@ -101,3 +101,18 @@ def test_online_table_from_the_log(tmp_path) -> None:
 def test_empty_log(tmp_path) -> None:
     assert online_table(load_log(tmp_path)).empty
     assert list(pd.DataFrame(columns=list(ROW_COLUMNS)).columns) == list(load_log(tmp_path))
+
+
+def test_report_online_command(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from ccrec.cli import cli
+
+    write_rows(tmp_path / "log", hand_built_rows())
+    plot = tmp_path / "online.png"
+    result = CliRunner().invoke(cli, ["report", "online", "--log-dir", str(tmp_path / "log"),
+                                      "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "| v1 | 1 | 1 | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000]" in result.output
+    assert plot.stat().st_size > 0
+    assert CliRunner().invoke(cli, ["report"]).exit_code == 2  # neither --out-dir nor online
