@@ -180,8 +180,8 @@ def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]
 
 
 def _openapi() -> dict:
+    from features.reader import MemoryFeatures
     from serve.auth import Authenticator
-    from serve.features import MemoryFeatures
     from serve.plain import PlainHost
 
     return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
