@@ -4,7 +4,7 @@ Bad auth, bad JSON, wrong types and ranges, bad timestamps, huge and chunked
 bodies, wrong content types, unknown routes and methods, and malformed HTTP
 sent over a raw socket. The contract: every case gets a 4xx, never a 5xx and
 never a dropped connection, and no answer shows internals (a traceback, a
-source file). ``CCREC_API_KEY=… python benchmarks/bad_requests.py --url …`` runs it against
+source file). ``CCREC_API_KEY=… python -m benchmarks.bad_requests --url …`` runs it against
 any deployment (JSON; exit 1 on any 5xx, dropped connection or leak);
 the tests run it against both hosts.
 """

@@ -74,7 +74,7 @@ def main() -> None:
 
     epoch, rate, wall = {}, {}, {}
     epoch["single"], rate["single"], wall["single"] = _single(path, config)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
         for workers in (1, 2):
             result = train_cascade_ray(path, config, RayConfig(

@@ -68,11 +68,11 @@ def test_the_sweep_counts_what_is_not_a_4xx():
 
 
 def test_script_sweeps_a_running_api(url):
-    script = [sys.executable, str(ROOT / "benchmarks" / "bad_requests.py"), "--url", url]
+    script = [sys.executable, "-m", "benchmarks.bad_requests", "--url", url]
     ok = subprocess.run([*script, "--key-env", "SWEEP_KEY"], capture_output=True, text=True,
-                        env={**os.environ, "SWEEP_KEY": KEY}, timeout=120)
+                        env={**os.environ, "SWEEP_KEY": KEY}, cwd=ROOT, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["5xx"] == 0
     missing = subprocess.run([*script, "--key-env", "NO_SUCH_VAR"], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, cwd=ROOT, timeout=60)
     assert missing.returncode == 2 and "NO_SUCH_VAR" in missing.stderr
