@@ -6,7 +6,7 @@ in-memory features), their p99 ratio at concurrency 1, and the
 click-to-refreshed-recommendation latency through the embedded broker, the
 stream worker and Feast.
 
-    .venv/bin/python benchmarks/serve.py [--requests 400] [--bundle DIR --prepared DIR]
+    .venv/bin/python -m benchmarks.serve [--requests 400] [--bundle DIR --prepared DIR]
 
 By default the bundle is the ML-1M configuration (full model size) trained one
 epoch per stage on a synthetic data set of 1,000 users and 18 categories, and

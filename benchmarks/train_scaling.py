@@ -15,7 +15,7 @@ ingest, checkpoints), which dominates on tiny data. The single-process run
 uses one torch thread, like a Ray worker with ``num_cpus=1``.
 Goal: ``ray_vs_single_ratio`` ≤ 1.3.
 
-Usage: ``CCREC_HOME=… python benchmarks/train_scaling.py [--dataset ml-1m]
+Usage: ``CCREC_HOME=… python -m benchmarks.train_scaling [--dataset ml-1m]
 [--epochs 2] [--set KEY=VALUE …]`` (default config: ccrec/configs/debug.yaml
 widened to the data set; the data set is prepared when needed).
 """
