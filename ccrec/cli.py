@@ -226,7 +226,7 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import train_with_ray
+        from ccrec.train.run import train_with_ray
 
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return

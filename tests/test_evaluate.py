@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from ccrec.data.tables import UserTable
-from ccrec.evaluate import evaluate_sums, rankings
-from ccrec.metrics import COLUMNS, MetricSums
+from ccrec.metrics import COLUMNS, MetricSums, evaluate_sums, rankings
 from ccrec.report import build_report, load_rows, save_row, write_report
 
 
