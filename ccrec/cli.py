@@ -9,20 +9,20 @@ group, so that :mod:`ccrec` never imports them (imports flow one way).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from importlib.metadata import entry_points
 
 import click
-from rich.console import Console
+from rich.markup import escape
 
 from ccrec.config import ConfigError, apply_overrides, build, to_dict
+from ccrec.console import console, report_failure, terminal
+from ccrec.console import setup as setup_console
 from ccrec.data.adapters import CJ_CATEGORY_LEVELS
 from ccrec.data.fetch import SOURCES, FetchError, fetch
+from ccrec.data.prepare import PrepareError
 from ccrec.schema import EventValidationError
-
-console = Console(stderr=True)
 
 DATASET_HELP = "ml-1m, complete-journey, or events:PATH (your own CSV/parquet events)"
 
@@ -44,13 +44,11 @@ class PluginGroup(click.Group):
 
 
 @click.group(cls=PluginGroup)
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the libraries' logs (at debug level) and warnings; without it "
+                   "they go to the log file only.")
 def cli(verbose: bool) -> None:
     """CCRec: real-time category recommendations (the cascading CCRec model)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 @cli.group()
@@ -113,10 +111,43 @@ def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str,
     with console.status(f"preparing {dataset}"):
         path = prepare(dataset, config, category_level=category_level)
     meta = json.loads((path / "meta.json").read_text())
+    kept = meta["users_kept"]
     console.print(f"prepared {dataset} ({config.protocol}) in "
                   f"{time.perf_counter() - started:.1f}s → {path}\n"
-                  f"users {meta['split_users']}\nexamples {meta['split_examples']}")
+                  f"kept {kept['kept']} of {kept['users']} users with the {kept['rule']} and "
+                  f"horizon {kept['horizon']}{_dropped(kept)}\n"
+                  f"users {meta['split_users']}\nexamples {meta['split_examples']}",
+                  highlight=False)
+    for warning in meta["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     click.echo(path)
+
+
+def _dropped(kept: dict) -> str:
+    """Why the other users were dropped ('' when none was)."""
+    parts = [f"{kept['no_past']} without an event before their cutoff"] if kept["no_past"] else []
+    if kept["no_future"]:
+        parts.append(f"{kept['no_future']} without a category in the horizon after it")
+    return f"; dropped {', '.join(parts)}" if parts else ""
+
+
+@data.command("check")
+@click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--category-level", default=None)
+@_horizon_options
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preparation setting, e.g. --set future_fraction=0.3")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def data_check(dataset: str, category_level: str | None, overrides: tuple[str, ...],
+               as_json: bool, **flags) -> None:
+    """Describe an events file, name its problems and count the users each cutoff rule keeps."""
+    from ccrec.data.adapters import load_dataset
+    from ccrec.data.check import check_events, report_text
+
+    config = _prepare_config(dataset, overrides, **flags)
+    with console.status(f"checking {dataset}"):
+        report = check_events(load_dataset(dataset, category_level), config)
+    click.echo(json.dumps(report, indent=2) if as_json else report_text(dataset, report))
 
 
 @data.command("stats")
@@ -318,20 +349,34 @@ def report(out_dir: str, json_path: str | None, title: str | None) -> None:
     console.print(f"report → {out / 'results.md'}")
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def main() -> None:
-    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    """Entry point: the console of :mod:`ccrec.console` (``-v``/``--verbose`` anywhere on
+    the line), and one clear line instead of a traceback for bad input."""
+    args = sys.argv[1:]
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = ["--verbose"] * verbose + [a for a in args if a not in VERBOSE_FLAGS]
+    setup_console(verbose)
     try:
-        cli(standalone_mode=False)
+        cli(args=args, prog_name="ccrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=terminal)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except (EventValidationError, ConfigError, FetchError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (EventValidationError, ConfigError, FetchError, FileNotFoundError,
+            PrepareError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 (the traceback goes to the log file)
+        if verbose:
+            raise
+        report_failure(exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
