@@ -5,7 +5,7 @@ Prints JSON::
     {"examples_per_s": {"m1": …, "vae": …, "m2": …},
      "inference_ms_p50": …, "inference_ms_p99": …, "cascade_seconds_ml1m": …}
 
-Usage: ``CCREC_HOME=… python benchmarks/train_speed.py [--dataset ml-1m] [--threads 1]
+Usage: ``CCREC_HOME=… python -m benchmarks.train_speed [--dataset ml-1m] [--threads 1]
 [--set KEY=VALUE …]``. It trains the cascade with the data set's default
 config (ccrec/configs/<dataset>.yaml), saves and reloads it as a bundle, then
 times ``CascadeRecommender.recommend`` for single users (one thread).

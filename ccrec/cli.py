@@ -226,7 +226,7 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import train_with_ray
+        from ccrec.train.run import train_with_ray
 
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
@@ -295,27 +295,39 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         best = report["best"].get(group, {}).get("HR@1", {})
         click.echo(f"{group}: n = {n} users, {report['points'][group]} points; best HR@1 "
                    f"{best.get('row')} (p vs runner-up {best.get('p', float('nan')):.3g})")
-    console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
+    console.print(f"done in {summary['seconds']:.0f}s → {out / 'report.html'}")
 
 
 @cli.command()
 @click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
 @click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
 @click.option("--title", default=None, help="Title of the tables and plots.")
-def report(out_dir: str, json_path: str | None, title: str | None) -> None:
+@click.option("--secondary", "secondary_dir", default=None,
+              help="A results directory of the same data on another task (e.g. future "
+                   "all): its tables go under 'secondary'.")
+def report(out_dir: str, json_path: str | None, title: str | None,
+           secondary_dir: str | None) -> None:
     """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
     from pathlib import Path
 
     from ccrec.evaluate import ROW_ORDER
-    from ccrec.report import load_protocol, load_rows, write_report
+    from ccrec.report import build_report, load_protocol, load_rows, write_report
+
+    def stored(path: Path, hint: str):
+        rows = load_rows(path, order=ROW_ORDER)
+        if not rows:
+            raise click.BadParameter(f"{path} has no stored rows", param_hint=hint)
+        return rows
 
     out = Path(out_dir)
-    rows = load_rows(out, order=ROW_ORDER)
-    if not rows:
-        raise click.BadParameter(f"{out} has no stored rows", param_hint="--out-dir")
+    rows = stored(out, "--out-dir")
+    secondary = None
+    if secondary_dir is not None:
+        second = Path(secondary_dir)
+        secondary = build_report(stored(second, "--secondary"), load_protocol(second))
     write_report(rows, out, title or out.name, protocol=load_protocol(out),
-                 json_path=Path(json_path) if json_path else None)
-    console.print(f"report → {out / 'results.md'}")
+                 json_path=Path(json_path) if json_path else None, secondary=secondary)
+    console.print(f"report → {out / 'report.html'}")
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     console.print(f"      prepared → {path}")
 
     direct_port = runtime.apply_fast_path(runtime.free_port())  # before Ray starts
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     _quiet_libraries()
     try:
         _step(2, started)
@@ -99,7 +99,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
         config = load(CascadeConfig, default if default.exists() else None,
                       [*DEMO_OVERRIDES, *overrides])
         if trainer == "ray":
-            from ccrec.train.distributed import train_with_ray
+            from ccrec.train.run import train_with_ray
 
             bundle = train_with_ray(path, config, out / "bundles", num_workers=1)
         else:
@@ -163,7 +163,7 @@ def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     """The bundle and the popularity baselines on warm and cold test users."""
     from ccrec.baselines.popularity import LastCategory, Popularity
     from ccrec.bundle import Bundle
-    from ccrec.evaluate import evaluate_sums
+    from ccrec.metrics import evaluate_sums
     from ccrec.report import write_report
     from ccrec.train.cascade import build_tables
 
@@ -198,8 +198,8 @@ def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]
 
 
 def _openapi() -> dict:
+    from features.reader import MemoryFeatures
     from serve.auth import Authenticator
-    from serve.features import MemoryFeatures
     from serve.plain import PlainHost
 
     return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()

@@ -34,7 +34,7 @@ from pydantic import (
 from ccrec.schema import SCHEMA_VERSION, Event, Identifier
 from serve.auth import AUTH_RESPONSES, Authenticator, Scope, install, secured
 from serve.pipeline import ColdStart, Pipeline, Readiness, Recommendation
-from serve.slots import ModelNotReady
+from serve.runtime import ModelNotReady
 from streaming.events import EventProducer, StreamUnavailable
 
 log = logging.getLogger(__name__)
