@@ -298,20 +298,27 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
     console.print(f"done in {summary['seconds']:.0f}s → {out / 'report.html'}")
 
 
-@cli.command()
-@click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
+@cli.group(invoke_without_command=True)
+@click.option("--out-dir", default=None, help="A results directory of `ccrec evaluate`.")
 @click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
 @click.option("--title", default=None, help="Title of the tables and plots.")
 @click.option("--secondary", "secondary_dir", default=None,
               help="A results directory of the same data on another task (e.g. future "
                    "all): its tables go under 'secondary'.")
-def report(out_dir: str, json_path: str | None, title: str | None,
+@click.pass_context
+def report(ctx: click.Context, out_dir: str | None, json_path: str | None, title: str | None,
            secondary_dir: str | None) -> None:
-    """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
+    """Rewrite the report of --out-dir from its stored rows (e.g. after separate runs);
+    `ccrec report online`: the accuracy of the served model versions."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pathlib import Path
 
     from ccrec.evaluate import ROW_ORDER
     from ccrec.report import build_report, load_protocol, load_rows, write_report
+
+    if out_dir is None:
+        raise click.UsageError("--out-dir is required (or a sub-command, e.g. `online`)")
 
     def stored(path: Path, hint: str):
         rows = load_rows(path, order=ROW_ORDER)
@@ -328,6 +335,34 @@ def report(out_dir: str, json_path: str | None, title: str | None,
     write_report(rows, out, title or out.name, protocol=load_protocol(out),
                  json_path=Path(json_path) if json_path else None, secondary=secondary)
     console.print(f"report → {out / 'report.html'}")
+
+
+@report.command("online")
+@click.option("--log-dir", default=None,
+              help="The online accuracy log (default: where `ccrec stream accuracy` writes, "
+                   "data/offline/online_accuracy under the installed feature repository).")
+@click.option("--plot", default="runs/online_accuracy.png", show_default=True,
+              help="Where the plot over time goes.")
+def report_online(log_dir: str | None, plot: str) -> None:
+    """Online HR@1, HR@3, Precision@3 per served model version (n, 95 % bootstrap CI)."""
+    from pathlib import Path
+
+    from ccrec.online import LOG_SUBDIR, format_table, load_log, online_plot, online_table
+
+    if log_dir is None:
+        from importlib.util import find_spec
+
+        spec = find_spec("features")
+        if spec is None or spec.origin is None:
+            raise click.UsageError("no feature repository installed: pass --log-dir")
+        log_dir = str(Path(spec.origin).parent / LOG_SUBDIR)
+    rows = load_log(log_dir)
+    if rows.empty:
+        console.print(f"no online accuracy rows in {log_dir} yet (run `ccrec stream accuracy`)")
+        return
+    click.echo(format_table(online_table(rows)))
+    online_plot(rows, Path(plot))
+    console.print(f"plot → {plot}")
 
 
 def main() -> None:
