@@ -68,7 +68,7 @@ def test_every_query_names_exported_metrics_and_labels():
     metrics = exported()
     assert "ccrec_request_latency_seconds_bucket" in metrics  # the parse finds serve/metrics.py
     queries = _queries()
-    assert len(queries) >= 12
+    assert len(queries) >= 14
     bad = {title + ": " + expr: problems(expr, metrics) for title, expr in queries
            if problems(expr, metrics)}
     assert bad == {}
@@ -87,5 +87,5 @@ def test_the_check_catches_unknown_metrics_and_labels():
 def test_the_dashboard_covers_the_service():
     titles = " | ".join(title.lower() for title, _ in _queries())
     for topic in ("request latency", "stage latency", "freshness", "events/s", "errors",
-                  "model version"):
+                  "model version", "online accuracy"):
         assert topic in titles, topic

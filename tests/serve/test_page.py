@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 
 from ccrec.bundle import Bundle
+from features.reader import MemoryFeatures, reader_from_config
 from serve.api import Clicks
 from serve.auth import Authenticator
-from serve.features import MemoryFeatures, reader_from_config
 from serve.plain import PlainHost
 from serve.runtime import free_port, wait_ready
 from streaming.local import LocalLoop
