@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -60,8 +62,11 @@ def _step(i: int, started: float) -> None:
 @click.option("--insecure-dev", is_flag=True,
               help="Serve without authentication (development only); without it the demo "
                    "makes an API key for itself.")
+@click.option("--no-wait", is_flag=True,
+              help="Stop after the replay; by default, in a terminal, the live page is "
+                   "served until Ctrl-C.")
 def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
-         overrides: tuple[str, ...], insecure_dev: bool) -> None:
+         overrides: tuple[str, ...], insecure_dev: bool, no_wait: bool) -> None:
     """The whole system end to end: data → Ray training → Kafka/Feast/Serve → live clicks."""
     import ray
     from ray import serve as ray_serve
@@ -127,7 +132,11 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
             _step(6, started)
-            replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
+            user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
+            page = f"{url}/?{urlencode({'user': user, 'item': item})}"
+            console.print(f"      live page: [bold]{page}[/]")
+            if not no_wait and sys.stdin.isatty():
+                _serve_until_interrupted()
             _step(7, started)
             ray_serve.shutdown()
     finally:
@@ -139,6 +148,15 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     click.echo(f"plots:         {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     click.echo(f"API docs:      {out / 'openapi.json'} (and /docs while `ccrec serve run` runs)")
     click.echo(f"model bundle:  {bundle}")
+
+
+def _serve_until_interrupted() -> None:
+    console.print("      serving the page until Ctrl-C (or run the demo with --no-wait)")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print()
 
 
 def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
@@ -188,9 +206,10 @@ def _openapi() -> dict:
 
 
 async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
-                  out: Path) -> Path:
-    """One test user's real history, click by click, as a new user id. The console gets
-    the top 3 and what changed per click; ``out/replay.md`` the full top k with scores."""
+                  out: Path) -> tuple[str, str, Path]:
+    """One test user's real history, click by click, as a new user id; that id, the last
+    item clicked and ``out/replay.md``. The console gets the top 3 and what changed per
+    click; replay.md the full top k with scores."""
     import httpx
 
     from streaming.local import click_to_refresh
@@ -232,7 +251,7 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
     Console(width=WIDTH).print(table)
     path = out / "replay.md"
     path.write_text("\n".join(lines) + "\n")
-    return path
+    return user, vocab["items"][events[-1][1]], path
 
 
 def _names(answer: dict, k: int) -> list[str]:
