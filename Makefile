@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Headless Chromium and its driver for the live page's browser test (Debian packages;
-# does nothing when both are there).
+# does nothing when both are there). `make test` installs them first.
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -25,7 +25,7 @@ browser:
 demo: $(STAMP)
 	$(BIN)/ccrec demo --insecure-dev
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra
 
 lint: $(STAMP)

@@ -220,6 +220,8 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     from ccrec.train.run import ensure_prepared, train_and_bundle
 
+    if ray_options["gpu"] and not ray_options["use_ray"]:
+        raise click.UsageError("--gpu trains on Ray workers (one GPU each): use it with --ray")
     torch.set_num_threads(threads)
     with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
