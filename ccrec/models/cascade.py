@@ -125,7 +125,8 @@ class CCRec(nn.Module):
         emb = None
         if self.scorer.config.use_vae:
             assert self.encoder is not None
-            emb = self.encoder.embed(user_features, past_profiles, past_categories)  # [B, k, E]
+            emb = self.encoder.user_embeddings(user_features, past_profiles,
+                                               past_categories)  # [B, k+1, E]
         scores = self.scorer(past_categories, emb, cands, m1)  # [B, R]
         out = log_probs.exp() - 1.0  # [B, C+1]: non-candidates rank below candidates
         out = out.scatter(1, cands, torch.where(cands != 0, scores, out.gather(1, cands)))
