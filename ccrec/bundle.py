@@ -329,8 +329,8 @@ class CascadeRecommender:
         emb = None
         if self.model.scorer.config.use_vae:
             assert self.model.encoder is not None
-            emb = self.model.encoder.embed(self._features(requests), self._profiles(requests),
-                                           past)  # [B, k, E]
+            emb = self.model.encoder.user_embeddings(
+                self._features(requests), self._profiles(requests), past)  # [B, k+1, E]
         scores = self.model.scorer(past, emb, cands, m1).tolist()  # [B, R]
         out = []
         for i, c in enumerate(candidates):
@@ -339,6 +339,13 @@ class CascadeRecommender:
             ranked += [(t, p - 1.0) for t, p in zip(c.tail, c.tail_m1, strict=True)]
             out.append(ranked[: k[i]])
         return out
+
+    @property
+    def scores_profiles(self) -> bool:
+        """Whether M2 reads the VAE's profile embedding, so that a user with no past
+        but a known profile f_t gets a profile-based answer (``use_profile``)."""
+        config = self.model.scorer.config
+        return self.model.encoder is not None and config.use_vae and config.use_profile
 
     def popularity(self) -> Tensor:
         """[C+1] M1's probabilities on an empty history: the cold-start prior."""
