@@ -14,7 +14,7 @@ do not touch the test set), and prints JSON::
 ``newcomers`` repeats the table on the validation users seen with no past
 (only f_t known: the profile-based cold start against M1's prior).
 
-Usage: ``CCREC_HOME=… python benchmarks/cascade_validation.py [--dataset ml-1m]
+Usage: ``CCREC_HOME=… python -m benchmarks.cascade_validation [--dataset ml-1m]
 [--threads 2] [--set KEY=VALUE …] [--out benchmarks/results/cascade_validation.json]``.
 """
 
@@ -38,7 +38,7 @@ from ccrec.bootstrap import intervals, paired_test, resample_weights  # noqa: E4
 from ccrec.config import load, to_dict  # noqa: E402
 from ccrec.data.prepared import load_prepared  # noqa: E402
 from ccrec.data.tables import UserTable  # noqa: E402
-from ccrec.evaluate import evaluate_sums  # noqa: E402
+from ccrec.metrics import evaluate_sums  # noqa: E402
 from ccrec.models.cascade import CascadeConfig  # noqa: E402
 from ccrec.train.cascade import train_cascade  # noqa: E402
 

@@ -220,13 +220,15 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     from ccrec.train.run import ensure_prepared, train_and_bundle
 
+    if ray_options["gpu"] and not ray_options["use_ray"]:
+        raise click.UsageError("--gpu trains on Ray workers (one GPU each): use it with --ray")
     torch.set_num_threads(threads)
     with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import train_with_ray
+        from ccrec.train.run import train_with_ray
 
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
@@ -295,27 +297,74 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         best = report["best"].get(group, {}).get("HR@1", {})
         click.echo(f"{group}: n = {n} users, {report['points'][group]} points; best HR@1 "
                    f"{best.get('row')} (p vs runner-up {best.get('p', float('nan')):.3g})")
-    console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
+    console.print(f"done in {summary['seconds']:.0f}s → {out / 'report.html'}")
 
 
-@cli.command()
-@click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
+@cli.group(invoke_without_command=True)
+@click.option("--out-dir", default=None, help="A results directory of `ccrec evaluate`.")
 @click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
 @click.option("--title", default=None, help="Title of the tables and plots.")
-def report(out_dir: str, json_path: str | None, title: str | None) -> None:
-    """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
+@click.option("--secondary", "secondary_dir", default=None,
+              help="A results directory of the same data on another task (e.g. future "
+                   "all): its tables go under 'secondary'.")
+@click.pass_context
+def report(ctx: click.Context, out_dir: str | None, json_path: str | None, title: str | None,
+           secondary_dir: str | None) -> None:
+    """Rewrite the report of --out-dir from its stored rows (e.g. after separate runs);
+    `ccrec report online`: the accuracy of the served model versions."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pathlib import Path
 
     from ccrec.evaluate import ROW_ORDER
-    from ccrec.report import load_protocol, load_rows, write_report
+    from ccrec.report import build_report, load_protocol, load_rows, write_report
+
+    if out_dir is None:
+        raise click.UsageError("--out-dir is required (or a sub-command, e.g. `online`)")
+
+    def stored(path: Path, hint: str):
+        rows = load_rows(path, order=ROW_ORDER)
+        if not rows:
+            raise click.BadParameter(f"{path} has no stored rows", param_hint=hint)
+        return rows
 
     out = Path(out_dir)
-    rows = load_rows(out, order=ROW_ORDER)
-    if not rows:
-        raise click.BadParameter(f"{out} has no stored rows", param_hint="--out-dir")
+    rows = stored(out, "--out-dir")
+    secondary = None
+    if secondary_dir is not None:
+        second = Path(secondary_dir)
+        secondary = build_report(stored(second, "--secondary"), load_protocol(second))
     write_report(rows, out, title or out.name, protocol=load_protocol(out),
-                 json_path=Path(json_path) if json_path else None)
-    console.print(f"report → {out / 'results.md'}")
+                 json_path=Path(json_path) if json_path else None, secondary=secondary)
+    console.print(f"report → {out / 'report.html'}")
+
+
+@report.command("online")
+@click.option("--log-dir", default=None,
+              help="The online accuracy log (default: where `ccrec stream accuracy` writes, "
+                   "data/offline/online_accuracy under the installed feature repository).")
+@click.option("--plot", default="runs/online_accuracy.png", show_default=True,
+              help="Where the plot over time goes.")
+def report_online(log_dir: str | None, plot: str) -> None:
+    """Online HR@1, HR@3, Precision@3 per served model version (n, 95 % bootstrap CI)."""
+    from pathlib import Path
+
+    from ccrec.online import LOG_SUBDIR, format_table, load_log, online_plot, online_table
+
+    if log_dir is None:
+        from importlib.util import find_spec
+
+        spec = find_spec("features")
+        if spec is None or spec.origin is None:
+            raise click.UsageError("no feature repository installed: pass --log-dir")
+        log_dir = str(Path(spec.origin).parent / LOG_SUBDIR)
+    rows = load_log(log_dir)
+    if rows.empty:
+        console.print(f"no online accuracy rows in {log_dir} yet (run `ccrec stream accuracy`)")
+        return
+    click.echo(format_table(online_table(rows)))
+    online_plot(rows, Path(plot))
+    console.print(f"plot → {plot}")
 
 
 def main() -> None:

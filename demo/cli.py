@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -62,8 +64,11 @@ def _step(i: int, started: float) -> None:
 @click.option("--insecure-dev", is_flag=True,
               help="Serve without authentication (development only); without it the demo "
                    "makes an API key for itself.")
+@click.option("--no-wait", is_flag=True,
+              help="Stop after the replay; by default, in a terminal, the live page is "
+                   "served until Ctrl-C.")
 def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
-         overrides: tuple[str, ...], insecure_dev: bool) -> None:
+         overrides: tuple[str, ...], insecure_dev: bool, no_wait: bool) -> None:
     """The whole system end to end: data → Ray training → Kafka/Feast/Serve → live clicks."""
     import ray
     from ray import serve as ray_serve
@@ -86,7 +91,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     console.print(f"      prepared → {path}")
 
     direct_port = runtime.apply_fast_path(runtime.free_port())  # before Ray starts
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     _quiet_libraries()
     try:
         _step(2, started)
@@ -94,7 +99,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
         config = load(CascadeConfig, default if default.exists() else None,
                       [*DEMO_OVERRIDES, *overrides])
         if trainer == "ray":
-            from ccrec.train.distributed import train_with_ray
+            from ccrec.train.run import train_with_ray
 
             bundle = train_with_ray(path, config, out / "bundles", num_workers=1)
         else:
@@ -128,7 +133,11 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
             _step(6, started)
-            asyncio.run(_replay(url, headers, prepared, clicks))
+            user, item = asyncio.run(_replay(url, headers, prepared, clicks))
+            page = f"{url}/?{urlencode({'user': user, 'item': item})}"
+            console.print(f"      live page: [bold]{page}[/]")
+            if not no_wait and sys.stdin.isatty():
+                _serve_until_interrupted()
             _step(7, started)
             ray_serve.shutdown()
     finally:
@@ -141,11 +150,20 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     click.echo(f"model bundle:  {bundle}")
 
 
+def _serve_until_interrupted() -> None:
+    console.print("      serving the page until Ctrl-C (or run the demo with --no-wait)")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print()
+
+
 def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
     """The bundle and the popularity baselines on warm and cold test users."""
     from ccrec.baselines.popularity import LastCategory, Popularity
     from ccrec.bundle import Bundle
-    from ccrec.evaluate import evaluate_sums
+    from ccrec.metrics import evaluate_sums
     from ccrec.report import write_report
     from ccrec.train.cascade import build_tables
 
@@ -180,15 +198,16 @@ def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]
 
 
 def _openapi() -> dict:
+    from features.reader import MemoryFeatures
     from serve.auth import Authenticator
-    from serve.features import MemoryFeatures
     from serve.plain import PlainHost
 
     return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
 
 
-async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> None:
-    """One test user's real history, click by click, as a new user id."""
+async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> tuple[str, str]:
+    """One test user's real history, click by click, as a new user id; that id and the
+    last item clicked."""
     import httpx
 
     from streaming.local import click_to_refresh
@@ -221,6 +240,7 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> N
             console.print(f"      click {n}: {vocab['categories'][cat]:<12} → {_top(answer)}"
                           f"  ({seconds * 1e3:.0f} ms to refresh)")
     Console().print(table)
+    return user, vocab["items"][events[-1][1]]
 
 
 def _top(answer: dict) -> str:

@@ -19,9 +19,9 @@ from ccrec.data.prepared import load_prepared
 from ccrec.data.synthetic import NextCategory, write_synthetic
 from ccrec.models.cascade import CascadeConfig
 from ccrec.train.cascade import train_cascade
+from features.reader import reader_from_config
 from serve.api import Clicks
 from serve.auth import Authenticator
-from serve.features import reader_from_config
 from serve.plain import PlainHost
 from streaming.local import LocalLoop, click_to_refresh
 
