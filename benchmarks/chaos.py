@@ -18,7 +18,7 @@ commit, and started again. A last worker drains the topic. Then:
 * ``max_stall_s``: the longest time the committed offsets did not move while
   events were waiting.
 
-Usage: ``python benchmarks/chaos.py [--events 20000] [--kills 6] [--online redis]``;
+Usage: ``python -m benchmarks.chaos [--events 20000] [--kills 6] [--online redis]``;
 prints the JSON and writes it to ``--out`` (benchmarks/results/chaos.json).
 """
 

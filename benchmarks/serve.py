@@ -6,7 +6,7 @@ in-memory features), their p99 ratio at concurrency 1, and the
 click-to-refreshed-recommendation latency through the embedded broker, the
 stream worker and Feast.
 
-    .venv/bin/python benchmarks/serve.py [--requests 400] [--bundle DIR --prepared DIR]
+    .venv/bin/python -m benchmarks.serve [--requests 400] [--bundle DIR --prepared DIR]
 
 By default the bundle is the ML-1M configuration (full model size) trained one
 epoch per stage on a synthetic data set of 1,000 users and 18 categories, and
@@ -132,7 +132,7 @@ def start_serve(bundle: str, features: dict, mode: str, batch_wait: float) -> di
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

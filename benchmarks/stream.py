@@ -17,7 +17,7 @@
   producer's send (the Kafka record timestamp) to the end of the online write
   that made it readable (Redis online store).
 
-Usage: ``python benchmarks/stream.py [--events 60000] [--users 50000]
+Usage: ``python -m benchmarks.stream [--events 60000] [--users 50000]
 [--freshness-events 15000]``. Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else
 an embedded Tansu broker.
 """

@@ -15,7 +15,7 @@ ingest, checkpoints), which dominates on tiny data. The single-process run
 uses one torch thread, like a Ray worker with ``num_cpus=1``.
 Goal: ``ray_vs_single_ratio`` ≤ 1.3.
 
-Usage: ``CCREC_HOME=… python benchmarks/train_scaling.py [--dataset ml-1m]
+Usage: ``CCREC_HOME=… python -m benchmarks.train_scaling [--dataset ml-1m]
 [--epochs 2] [--set KEY=VALUE …]`` (default config: ccrec/configs/debug.yaml
 widened to the data set; the data set is prepared when needed).
 """
@@ -74,7 +74,7 @@ def main() -> None:
 
     epoch, rate, wall = {}, {}, {}
     epoch["single"], rate["single"], wall["single"] = _single(path, config)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
         for workers in (1, 2):
             result = train_cascade_ray(path, config, RayConfig(

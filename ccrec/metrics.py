@@ -21,8 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+
+from ccrec.data.tables import UserTable, make_loader
 
 KS = (1, 3, 5)
 #: The paper's column order (Tables 3–8), then MRR.
@@ -155,3 +159,40 @@ def ranking_metrics(
     metrics = MetricSums.from_rankings(ranked, truths, ks).metrics()
     del metrics["MRR"]
     return metrics
+
+
+@torch.no_grad()
+def rankings(recommender: Any, table: UserTable, kmax: int = max(KS),
+             batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``kmax`` categories [N, kmax] and the 1-based rank of the first true
+    category in the full ranking [N] of ``recommender.score`` on ``table``."""
+    if hasattr(recommender, "eval"):
+        recommender.eval()
+    tops, ranks = [], []
+    for batch in make_loader(table, batch_size, shuffle=False):
+        scores = recommender.score(batch).clone()  # [B, C+1]
+        if torch.isnan(scores).any():
+            raise ValueError(f"{getattr(recommender, 'name', recommender)!r} scored NaN")
+        scores[:, 0] = -torch.inf
+        order = scores.argsort(dim=-1, descending=True, stable=True)  # [B, C+1]
+        order = order[order != 0].view(len(order), -1)  # [B, C] padding dropped
+        truth = batch.targets.gather(1, order) > 0  # [B, C] is the j-th ranked one true?
+        first = truth.float().argmax(1) + 1
+        ranks.append(torch.where(truth.any(1), first, torch.zeros_like(first)).numpy())
+        tops.append(order[:, :kmax].numpy())
+    return np.concatenate(tops), np.concatenate(ranks)
+
+
+def evaluate_sums(recommender: Any, table: UserTable, ks: Sequence[int] = KS,
+                  units: np.ndarray | None = None) -> MetricSums:
+    """Per-unit metric sums of ``recommender`` on ``table`` (a unit per row unless
+    ``units`` groups rows, e.g. a replayed user's moments)."""
+    top, first = rankings(recommender, table, max(ks))
+    return MetricSums.from_rankings(top, table.future, ks, first_hit_rank=first,
+                                    units=units if units is not None else table.users)
+
+
+def evaluate_recommender(recommender: Any, table: UserTable,
+                         ks: Sequence[int] = KS) -> dict[str, float]:
+    """Every metric of ``recommender`` on the rows of ``table`` (no intervals)."""
+    return evaluate_sums(recommender, table, ks).metrics()

@@ -14,7 +14,11 @@ per row, so rows of separate runs on the same prepared data add up). Output:
   when its row is significantly best (p < 0.05, paired, runner-up);
 * ``results-<group>.png``: one panel per metric, a dot per row with its 95 %
   whiskers, rows sorted, CCRec highlighted;
-* ``sensitivity.{json,png}``: CCRec against |r_t| (paper Fig. 7), if given.
+* ``sensitivity.{json,png}``: CCRec against |r_t| (paper Fig. 7), if given;
+* ``report.html``: all of it on one self-contained page (:mod:`ccrec.report_html`).
+
+A secondary payload (the same rows on another task, e.g. ``future: all``)
+rides along under ``secondary`` and gets its own tables.
 
 All intervals and tests of a group reuse one seeded set of resamples.
 """
@@ -187,24 +191,35 @@ def csv_lines(payload: Mapping[str, Any]) -> list[str]:
 def write_report(rows: RowSums, out_dir: Path, title: str, *,
                  protocol: Mapping[str, Any] | None = None, json_path: Path | None = None,
                  sensitivity: Mapping[str, Mapping[int, Mapping[str, float]]] | None = None,
-                 ) -> dict[str, Any]:
-    """Write results.{json,md,csv}, one plot per group (and the |r_t| sweep)."""
+                 secondary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write results.{json,md,csv}, one plot per group, the |r_t| sweep and report.html
+    (``secondary``: the payload of the same rows on another task, shown after)."""
+    from ccrec.report_html import render
     from ccrec.report_plots import interval_plot, sensitivity_plot
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = build_report(rows, protocol)
+    if secondary:
+        payload["secondary"] = {k: v for k, v in secondary.items() if k != "secondary"}
     text = json.dumps(payload, indent=2)
     (out_dir / "results.json").write_text(text)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(text)
-    (out_dir / "results.md").write_text(markdown(payload, title))
+    text_md = markdown(payload, title)
+    if secondary:
+        future = payload["secondary"].get("protocol", {}).get("future", "?")
+        text_md += "\n" + markdown(payload["secondary"], f"Secondary task: future {future}")
+    (out_dir / "results.md").write_text(text_md)
     (out_dir / "results.csv").write_text("\n".join(csv_lines(payload)) + "\n")
-    for group in payload["n"]:
-        interval_plot(payload, group, out_dir / f"results-{group}.png", title)
+    plots = {g: out_dir / f"results-{g}.png" for g in payload["n"]}
+    for group, path in plots.items():
+        interval_plot(payload, group, path, title)
     if sensitivity:
         (out_dir / "sensitivity.json").write_text(json.dumps(
             {g: {str(s): m for s, m in v.items()} for g, v in sensitivity.items()}, indent=2))
         sensitivity_plot(sensitivity, out_dir / "sensitivity.png", title)
+    (out_dir / "report.html").write_text(
+        render(payload, title, plots, extra_images=[out_dir / "sensitivity.png"]))
     return payload

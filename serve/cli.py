@@ -39,7 +39,7 @@ def auth_env(api_keys: Path | None, insecure_dev: bool) -> dict[str, str]:
 
 
 def _features(feast_env: str, root: Path, project: str | None, redis_url: str | None) -> dict:
-    """The Ingress's feature source (:func:`serve.features.reader_from_config`)."""
+    """The Ingress's feature source (:func:`features.reader.reader_from_config`)."""
     return {"source": "feast", "environment": feast_env, "root": str(root.resolve()),
             "project": project, "redis_url": redis_url}
 
@@ -108,7 +108,7 @@ def plain_cmd(bundle: str, feast_env: str, root: Path, project: str | None,
 
     import uvicorn
 
-    from serve.features import reader_from_config
+    from features.reader import reader_from_config
     from serve.plain import PlainHost
 
     os.environ.update(auth_env(api_keys, insecure_dev))
@@ -120,8 +120,8 @@ def plain_cmd(bundle: str, feast_env: str, root: Path, project: str | None,
 @click.option("--out", default="docs/openapi.json", show_default=True)
 def openapi_cmd(out: str) -> None:
     """Write the HTTP API's OpenAPI schema (the API reference)."""
+    from features.reader import MemoryFeatures
     from serve.auth import Authenticator
-    from serve.features import MemoryFeatures
     from serve.plain import PlainHost
 
     spec = PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
@@ -143,6 +143,7 @@ def keys_cmd(name: str, scopes: tuple[str, ...], keys_file: Path | None) -> None
     (only the SHA-256 hash and the scopes) for the keys file or Secret."""
     import yaml
 
+    from ccrec.console import terminal
     from serve.auth import append_key, new_key
 
     key, record = new_key(name, scopes)
@@ -150,30 +151,7 @@ def keys_cmd(name: str, scopes: tuple[str, ...], keys_file: Path | None) -> None
     if keys_file is not None:
         append_key(keys_file, record)
         click.echo(f"added key {record.id} ({name}) to {keys_file}; the key above is shown "
-                   "once and stored nowhere", err=True)
+                   "once and stored nowhere", file=terminal)
     else:
         click.echo("# its record for the keys file's `keys:` list (the hash, not the key):")
         click.echo(yaml.safe_dump([record.record()], sort_keys=False), nl=False)
-
-
-@serve.command("sweep")
-@click.option("--url", required=True, help="The API's base URL, e.g. http://127.0.0.1:8000.")
-@click.option("--key-env", default="CCREC_API_KEY", show_default=True,
-              help="Environment variable holding a key with every scope.")
-@click.option("--limited-key-env", default=None,
-              help="Environment variable holding a key with recommendations:read only "
-                   "(adds the 403 cases).")
-def sweep_cmd(url: str, key_env: str, limited_key_env: str | None) -> None:
-    """Send every kind of bad request and count the answers: each must be a 4xx (prints
-    JSON; exits 1 on any 5xx, dropped connection or leaked internals)."""
-    import os
-
-    from serve.sweep import sweep
-
-    key = os.environ.get(key_env)
-    if not key:
-        raise click.UsageError(f"set {key_env} to an API key with every scope")
-    result = sweep(url.rstrip("/"), key, os.environ.get(limited_key_env or "") or None)
-    click.echo(json.dumps(result.summary(), indent=2))
-    if result.failures:
-        raise SystemExit(1)

@@ -26,9 +26,9 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from features.reader import MemoryFeatures, reader_from_config
 from serve.api import Clicks, create_app
 from serve.auth import Authenticator
-from serve.features import MemoryFeatures, reader_from_config
 from serve.pipeline import (
     Pipeline,
     Ranked,
@@ -39,7 +39,7 @@ from serve.pipeline import (
     Shortlist,
     configure_torch,
 )
-from serve.slots import ModelSlots, ModelStatus
+from serve.runtime import ModelSlots, ModelStatus
 
 #: Replicas follow the requests in flight: a stage replica is one torch thread.
 STAGE_AUTOSCALING = {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 8,
@@ -111,7 +111,7 @@ class Scorer(_Stage):
 class Ingress:
     """HTTP (FastAPI) and the online feature read; calls Sampler, then Scorer.
 
-    user_config: ``features`` (see :func:`serve.features.reader_from_config`;
+    user_config: ``features`` (see :func:`features.reader.reader_from_config`;
     default the Feast store in ``features/``) and ``kafka`` (bootstrap servers
     for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``). API keys come
     from the replica's environment (:meth:`serve.auth.Authenticator.from_env`):

@@ -18,7 +18,7 @@ reader and the two stages, behind deployment handles or called in-process)::
 Payloads are frozen dataclasses: built once, never changed between hops. A
 response is computed by one bundle version end to end: the Shortlist names the
 version that sampled it and the Scorer scores with that version
-(:mod:`serve.slots`).
+(:mod:`serve.runtime`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from enum import StrEnum
 import torch
 
 from ccrec.bundle import Candidates, CascadeRecommender, UserRequest
-from serve.features import UNKNOWN, FeatureReader, Popularity, UserFeatures
+from features.reader import UNKNOWN, FeatureReader, Popularity, UserFeatures
 from serve.metrics import Metrics
-from serve.slots import ModelSlots, ModelStatus, Served
+from serve.runtime import ModelSlots, ModelStatus, Served
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from features.reader import FeatureReader, reader_from_config
 from serve.api import Clicks, create_app
 from serve.auth import Authenticator
-from serve.features import FeatureReader, reader_from_config
 from serve.pipeline import Pipeline, SamplerStage, ScorerStage, configure_torch
-from serve.slots import ModelSlots, ModelStatus
+from serve.runtime import ModelSlots, ModelStatus
 
 
 class PlainHost:
@@ -45,6 +45,6 @@ class PlainHost:
 
 def from_env() -> FastAPI:
     """``uvicorn --factory serve.plain:from_env``: bundle from ``$CCREC_BUNDLE``, features
-    from ``$CCREC_FEATURES`` (JSON, see :func:`serve.features.reader_from_config`)."""
+    from ``$CCREC_FEATURES`` (JSON, see :func:`features.reader.reader_from_config`)."""
     features = json.loads(os.environ.get("CCREC_FEATURES", '{"source": "feast"}'))
     return PlainHost(os.environ.get("CCREC_BUNDLE"), reader_from_config(features)).app

@@ -120,8 +120,8 @@ def worker_config(
 @click.option("--max-past", type=int, default=WORKER.sequence.max_past, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 @click.option("--health-port", type=int, default=None,
-              help="Serve GET /healthz (the liveness probe) on this port; 503 when the worker "
-                   "loop is stuck.")
+              help="Serve GET /healthz (the liveness probe; 503 when the worker loop is "
+                   "stuck) and GET /metrics (Prometheus) on this port.")
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
     dataset: str, feast_env: str, root: Path, project: str | None, redis_url: str | None,
@@ -153,7 +153,9 @@ def run_cmd(
         ensure_topics(settings, topics=(topic, dlq_topic))
         worker = StreamWorker(settings, store, vocab, config, liveness)
         if health_port is not None:
-            liveness.serve(health_port)
+            from streaming.metrics import worker_registry
+
+            liveness.serve(health_port, registry=worker_registry(worker))
 
         def stop(signum, frame) -> None:
             worker.stop()
@@ -165,6 +167,39 @@ def run_cmd(
         worker.run()
         liveness.close()
         click.echo(json.dumps(worker.stats.as_dict()))
+
+
+@stream.command("accuracy")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="The feature store's root: the rows go to data/offline/online_accuracy "
+                   "under it (default: features/).")
+@click.option("--window", "window_s", type=float, default=3600.0, show_default=True,
+              help="Seconds: a click is joined with an answer at most this much older.")
+@click.option("--grace", "grace_s", type=float, default=2.0, show_default=True,
+              help="Seconds a new category interaction waits for impressions in flight.")
+@click.option("--group-id", default="ccrec-online-accuracy", show_default=True)
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve the Prometheus metrics (online HR@1, HR@3, Precision@3 per model "
+                   "version) on this port.")
+@click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
+def accuracy_cmd(root: Path | None, window_s: float, grace_s: float, group_id: str,
+                 metrics_port: int | None, bootstrap_servers: str | None) -> None:
+    """Join each user's next category interaction with the last answer served (Ctrl-C stops)."""
+    from features.environments import FEATURES_DIR
+    from streaming.online_accuracy import JoinConfig, OnlineAccuracy, log_dir
+
+    out = log_dir(root or FEATURES_DIR)
+    with bootstrap(bootstrap_servers) as settings:
+        consumer = OnlineAccuracy(settings, out, JoinConfig(window_s=window_s, grace_s=grace_s),
+                                  group_id=group_id)
+        if metrics_port is not None:
+            log.info("metrics at http://0.0.0.0:%d/metrics",
+                     consumer.exporter.serve(metrics_port))
+        signal.signal(signal.SIGTERM, lambda signum, frame: consumer.stop(0))
+        signal.signal(signal.SIGINT, lambda signum, frame: consumer.stop(0))
+        log.info("online accuracy: %s → %s", settings.bootstrap_servers, out)
+        consumer.run()
+        click.echo(json.dumps({"rows": consumer.rows_written, "skipped": consumer.skipped}))
 
 
 if __name__ == "__main__":  # `python -m streaming.cli run ...` (no other ccrec plugins load)

@@ -42,6 +42,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new instance, never another process's cluster
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

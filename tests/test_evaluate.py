@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from ccrec.data.tables import UserTable
-from ccrec.evaluate import evaluate_sums, rankings
-from ccrec.metrics import COLUMNS, MetricSums
+from ccrec.metrics import COLUMNS, MetricSums, evaluate_sums, rankings
 from ccrec.report import build_report, load_rows, save_row, write_report
 
 
@@ -117,3 +116,26 @@ def test_report_command_rewrites_the_report_of_stored_rows(tmp_path):
     assert payload["significance"]["warm"]["best_other"] == "SASRec"
     with pytest.raises(ValueError, match="holds rows of the task"):
         save_protocol(tmp_path, {"future": "all", "max_past": 10})
+
+
+def test_report_html_is_self_contained_with_tables_plots_and_secondary(tmp_path):
+    rows = {"warm": {"Popularity": hits([1, 0] * 20), "CCRec": hits([1] * 40)}}
+    secondary = build_report({"warm": {"Popularity": hits([1, 1, 1, 0]),
+                                       "CCRec": hits([1, 1, 0, 0])}},
+                             {"future": "all", "max_past": 10})
+    payload = write_report(rows, tmp_path, "synthetic",
+                           protocol={"future": "cis:3", "max_past": 10}, secondary=secondary)
+    assert payload["secondary"]["protocol"] == {"future": "all", "max_past": 10}
+    assert payload["secondary"]["n"] == {"warm": 4}
+    assert payload["secondary"]["warm"]["Popularity"]["HR@1"] == 0.75
+    page = (tmp_path / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert page.count('src="data:image/png;base64,') == 1  # the warm plot, embedded
+    assert "warm <small>(n = 40 users)</small>" in page
+    # CCRec 40/40 against Popularity 20/40: best, significant, bold, and said so
+    assert "<td class=best>1.000 <small>[1.000, 1.000]</small></td>" in page
+    assert "HR@1 vs Popularity: Δ = +0.500" in page and "(significantly better)" in page
+    assert "Secondary task: future <code>all</code>" in page
+    secondary_part = page.split("Secondary task")[1]
+    assert "<td>0.750 <small>" in secondary_part and "class=best" not in secondary_part
+    assert "## warm (n = 4 users)" in (tmp_path / "results.md").read_text()

@@ -144,19 +144,3 @@ def assemble(specs: dict[str, StageSpec], stages: dict[str, StageResult],
         models[stage] = specs[stage].build()
         models[stage].load_state_dict(stages[stage].state_dict)
     return CCRec(models["m1"], models["vae"], models["m2"], config.candidates).eval()  # type: ignore[arg-type]
-
-
-def train_with_ray(path: Path, config: CascadeConfig, bundles_root: Path, *, num_workers: int = 2,
-                   min_workers: int | None = None, max_workers: int | None = None,
-                   address: str | None = None, gpu: bool = False, storage: str | None = None,
-                   max_failures: int = 1) -> Path:
-    """``ccrec train --ray``: connect (or start) Ray, train, validate, bundle; returns the
-    bundle directory."""
-    from ccrec.train.run import train_and_bundle
-
-    ray_config = RayConfig(num_workers=num_workers, min_workers=min_workers,
-                           max_workers=max_workers, use_gpu=gpu, address=address,
-                           storage_path=storage, max_failures=max_failures)
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
-    return train_and_bundle(path, config, bundles_root, ray_config=ray_config).path

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ccrec.bundle import save_bundle
 from ccrec.data.prepared import load_prepared, resolve
 from ccrec.data.tables import UserTable
@@ -71,7 +73,7 @@ def train_and_bundle(path: Path, config: CascadeConfig, bundles_root: Path, *,
         m2_callbacks, stage_cache: Ray only, see
             :func:`~ccrec.train.distributed.train_cascade_ray`.
     """
-    from ccrec.evaluate import evaluate_recommender
+    from ccrec.metrics import evaluate_recommender
 
     path = resolve(path)
     extra: dict[str, Any] = {}
@@ -101,3 +103,24 @@ def train_and_bundle(path: Path, config: CascadeConfig, bundles_root: Path, *,
              {k: round(v, 1) for k, v in result.seconds.items()},
              " ".join(f"{k}={valid[k]:.4f}" for k in ("HR@1", "HR@3", "HR@5")))
     return TrainedBundle(bundle, valid, result.fits, result.seconds)
+
+
+def train_with_ray(path: Path, config: CascadeConfig, bundles_root: Path, *, num_workers: int = 2,
+                   min_workers: int | None = None, max_workers: int | None = None,
+                   address: str | None = None, gpu: bool = False, storage: str | None = None,
+                   max_failures: int = 1) -> Path:
+    """``ccrec train --ray``: connect (or start) Ray, train, validate, bundle; returns the
+    bundle directory."""
+    import ray
+
+    from ccrec.train.stage_runner import RayConfig
+
+    if gpu and address is None and not torch.cuda.is_available():
+        raise RuntimeError("--gpu: this machine has no CUDA device for a local Ray instance "
+                           "(give --address of a cluster with GPU nodes, or drop --gpu)")
+    ray_config = RayConfig(num_workers=num_workers, min_workers=min_workers,
+                           max_workers=max_workers, use_gpu=gpu, address=address,
+                           storage_path=storage, max_failures=max_failures)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    return train_and_bundle(path, config, bundles_root, ray_config=ray_config).path

@@ -9,7 +9,7 @@ import torch
 
 from ccrec.baselines.popularity import LastCategory, Popularity
 from ccrec.data.tables import UserTable
-from ccrec.evaluate import evaluate_recommender
+from ccrec.metrics import evaluate_recommender
 
 
 def _users(pasts: list[list[int]], futures: list[list[int]]) -> UserTable:

@@ -1,27 +1,31 @@
-"""The bad-request sweep (serve.sweep) against the single-process host behind a real HTTP
-server (uvicorn, as `ccrec serve plain`): bad auth, bad JSON, wrong types, bad timestamps,
-huge and chunked bodies, unknown routes and methods, malformed HTTP. Every case is a 4xx,
-no answer shows internals. (Through Serve: test_serve_graph.py.)"""
+"""The bad-request sweep (benchmarks/bad_requests.py) against the single-process host behind
+a real HTTP server (uvicorn, as `ccrec serve plain`): bad auth, bad JSON, wrong types, bad
+timestamps, huge and chunked bodies, unknown routes and methods, malformed HTTP. Every case
+is a 4xx, no answer shows internals. (Through Serve: test_serve_graph.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import uvicorn
-from click.testing import CliRunner
 
+from benchmarks.bad_requests import LEAK, cases, sweep
+from features.reader import MemoryFeatures
 from serve.api import Clicks
 from serve.auth import Authenticator, Scope, new_key
-from serve.features import MemoryFeatures
 from serve.plain import PlainHost
 from serve.runtime import free_port
-from serve.sweep import LEAK, cases, sweep
 
 KEY, RECORD = new_key("sweep", list(Scope))
 LIMITED, LIMITED_RECORD = new_key("reader", [Scope.RECOMMENDATIONS_READ])
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def test_every_bad_request_gets_a_4xx_and_no_internals(url):
 def test_the_sweep_counts_what_is_not_a_4xx():
     """The sweep is a check that can fail: a 5xx, a dropped connection and a leaked
     traceback each count."""
-    from serve.sweep import SweepResult
+    from benchmarks.bad_requests import SweepResult
 
     result = SweepResult({"a": 422, "b": 500, "c": 0, "d": 404}, ["d"])
     assert result.failures == ["b", "c", "d"]
@@ -63,12 +67,12 @@ def test_the_sweep_counts_what_is_not_a_4xx():
         '{"detail": [{"loc": ["body", "k"], "msg": "Input should be a valid integer"}]}')
 
 
-def test_cli_sweeps_a_running_api(url, monkeypatch):
-    from serve.cli import serve
-
-    monkeypatch.setenv("SWEEP_KEY", KEY)
-    ok = CliRunner().invoke(serve, ["sweep", "--url", url, "--key-env", "SWEEP_KEY"])
-    assert ok.exit_code == 0, ok.output
+def test_script_sweeps_a_running_api(url):
+    script = [sys.executable, "-m", "benchmarks.bad_requests", "--url", url]
+    ok = subprocess.run([*script, "--key-env", "SWEEP_KEY"], capture_output=True, text=True,
+                        env={**os.environ, "SWEEP_KEY": KEY}, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["5xx"] == 0
-    missing = CliRunner().invoke(serve, ["sweep", "--url", url, "--key-env", "NO_SUCH_VAR"])
-    assert missing.exit_code == 2 and "NO_SUCH_VAR" in missing.output
+    missing = subprocess.run([*script, "--key-env", "NO_SUCH_VAR"], capture_output=True,
+                             text=True, cwd=ROOT, timeout=60)
+    assert missing.returncode == 2 and "NO_SUCH_VAR" in missing.stderr

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from ccrec.bundle import Bundle, UserRequest
+from features.reader import MemoryFeatures, Popularity, UserFeatures
 from serve.api import Clicks
 from serve.auth import Authenticator, Scope, new_key
-from serve.features import MemoryFeatures, Popularity, UserFeatures
 from serve.plain import PlainHost
 
 NOW = int(time.time())

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 from fastapi import FastAPI
 
+from features.reader import MemoryFeatures
 from serve.auth import (
     Authenticator,
     AuthNotConfigured,
@@ -22,7 +23,6 @@ from serve.auth import (
     parse_keys,
     secured,
 )
-from serve.features import MemoryFeatures
 from serve.plain import PlainHost
 
 FULL, FULL_RECORD = new_key("operator", list(Scope))

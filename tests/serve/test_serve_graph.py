@@ -14,10 +14,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from benchmarks.bad_requests import sweep
 from ccrec.bundle import Bundle, UserRequest
 from serve import runtime
 from serve.runtime import wait_ready
-from serve.sweep import sweep
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ccrec.bundle import Bundle, UserRequest
-from serve.features import MemoryFeatures, Popularity, UserFeatures
+from features.reader import MemoryFeatures, Popularity, UserFeatures
 from serve.pipeline import (
     ColdStart,
     Pipeline,
@@ -21,7 +21,7 @@ from serve.pipeline import (
     ScorerStage,
     Shortlist,
 )
-from serve.slots import ModelNotReady, ModelSlots, ModelStatus
+from serve.runtime import ModelNotReady, ModelSlots, ModelStatus
 
 
 def _users(prepared) -> list[UserRequest]:

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from ccrec.bundle import Bundle
+from features.reader import reader_from_config
 from serve.auth import Authenticator
-from serve.features import reader_from_config
 from serve.plain import PlainHost
 from serve.runtime import free_port
 

@@ -16,7 +16,7 @@ from ccrec.config import load
 from ccrec.data.prepared import load_prepared
 from ccrec.data.synthetic import write_synthetic
 from ccrec.data.tables import make_loader
-from ccrec.evaluate import evaluate_recommender
+from ccrec.metrics import evaluate_recommender
 from ccrec.models.base import TrainConfig
 from ccrec.models.cascade import CascadeConfig
 from ccrec.train.cascade import build_tables, train_cascade

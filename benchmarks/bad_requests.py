@@ -4,13 +4,16 @@ Bad auth, bad JSON, wrong types and ranges, bad timestamps, huge and chunked
 bodies, wrong content types, unknown routes and methods, and malformed HTTP
 sent over a raw socket. The contract: every case gets a 4xx, never a 5xx and
 never a dropped connection, and no answer shows internals (a traceback, a
-source file). ``ccrec serve sweep --url …`` runs it against any deployment;
+source file). ``CCREC_API_KEY=… python -m benchmarks.bad_requests --url …`` runs it against
+any deployment (JSON; exit 1 on any 5xx, dropped connection or leak);
 the tests run it against both hosts.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import socket
 import time
@@ -196,7 +199,7 @@ def _transport() -> Iterator[Case]:
 
 
 def _routes() -> Iterator[Case]:
-    for path in ["/", "/v2/recommendations", f"{RECS}/extra", "/v1", "/admin", "/.env",
+    for path in ["/index.html", "/v2/recommendations", f"{RECS}/extra", "/v1", "/admin", "/.env",
                  "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/v1/recommendations%00",
                  "/" + "a" * 4000, "/docs/../metrics/../../x"]:
         yield Case(f"route: {path[:40]}", "GET", path, headers=())
@@ -278,3 +281,25 @@ def sweep(url: str, key: str, limited_key: str | None = None) -> SweepResult:
             if LEAK.search(text):
                 result.leaked.append(case.name)
     return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the API's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--key-env", default="CCREC_API_KEY",
+                        help="environment variable holding a key with every scope")
+    parser.add_argument("--limited-key-env", default=None,
+                        help="environment variable holding a key with recommendations:read only "
+                             "(adds the 403 cases)")
+    args = parser.parse_args()
+    key = os.environ.get(args.key_env)
+    if not key:
+        parser.error(f"set {args.key_env} to an API key with every scope")
+    result = sweep(args.url.rstrip("/"), key, os.environ.get(args.limited_key_env or "") or None)
+    print(json.dumps(result.summary(), indent=2))
+    if result.failures:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
