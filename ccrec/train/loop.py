@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ccrec.batch import CategoryBatch
+from ccrec.console import terminal
 from ccrec.data.tables import Table, UserTable, make_loader
 from ccrec.models.base import NeuralRecommender, TrainConfig
 
@@ -105,7 +106,8 @@ def train_epoch(
     step.train()
     device = device_of(step)
     total, examples, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not config.progress)
+    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not config.progress,
+               file=terminal)
     for batch in bar:
         batch = batch.to(device)
         loss = step(batch)
