@@ -37,6 +37,8 @@ class CascadeConfig:
         sampler, encoder, scorer: the stages' hyperparameters.
         candidates: |r_t| and the past-categories switch.
         train_sampler, train_encoder, train_scorer: how each stage trains.
+        warm_start: a bundle directory whose weights initialise every stage
+            (continual training fine-tunes the served model); None: fresh weights.
     """
 
     max_past: int = 10
@@ -48,6 +50,7 @@ class CascadeConfig:
     train_sampler: TrainConfig = field(default_factory=TrainConfig)
     train_encoder: TrainConfig = field(default_factory=TrainConfig)
     train_scorer: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="HR@1"))
+    warm_start: str | None = None
 
 
 def candidates_from_m1(
