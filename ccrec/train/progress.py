@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: How often the driver looks for new epochs (seconds).
 POLL_S = 0.5
+#: The validation numbers an epoch line shows (all of them are in the run's history).
+SHOWN = ("valid_loss", "valid_HR@1")
 
 
 class EpochLog(UserCallback):
@@ -50,8 +52,7 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     parts = [f"{row.get('stage', '')} epoch {int(row['epoch']) + 1}/{epochs}"]
     if "train_loss" in row:
         parts.append(f"loss {row['train_loss']:.4f}")
-    parts += [f"{k.replace('_', ' ', 1)} {v:.4f}" for k, v in row.items()
-              if k.startswith("valid_") and isinstance(v, int | float)]
+    parts += [f"{k.replace('_', ' ', 1)} {row[k]:.4f}" for k in SHOWN if k in row]
     if "examples_per_s" in row:
         parts.append(f"{row['examples_per_s']:,.0f} examples/s")
     if "train_seconds" in row:

@@ -5,8 +5,8 @@ import logging
 from ccrec.train.progress import EpochLog, epoch_line, epoch_lines
 
 ROW = {"stage": "m1", "epoch": 1, "train_loss": 1.84213, "valid_loss": 1.9012,
-       "valid_HR@1": 0.25, "examples_per_s": 3210.4, "train_seconds": 13.6,
-       "best_epoch": 1}
+       "valid_HR@1": 0.25, "valid_F1@3": 0.5, "valid_examples": 493,
+       "examples_per_s": 3210.4, "train_seconds": 13.6, "best_epoch": 1}
 
 
 def test_an_epoch_in_one_line():
