@@ -5,7 +5,7 @@ M1 and VAE (MLE+VAE: plain MSE; MLE+Cascading: no VAE), scores every row on
 the validation users (never the test users, so choices made from this table
 do not touch the test set), and prints JSON::
 
-    {"n": …, "config": {…}, "seconds": {…},
+    {"n": …, "config": {…}, "seconds": {…}, "load_average": {"start": …, "end": …},
      "rows": {"<row>": {"HR@1": x, "HR@1_ci": [lo, hi], "Precision@3": …, …}},
      "paired": {"<row>": {"HR@1": {"diff": d, "diff_ci": […], "p": p}, "Precision@3": …}},
      "newcomers": {"n": …, "rows": {…}, "paired": {…}}}
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -102,6 +103,7 @@ def main() -> None:
     name = prepared.meta.get("dataset", args.dataset)
     config_path = args.config or ROOT / "ccrec" / "configs" / f"{name}.yaml"
     config = load(CascadeConfig, config_path, args.overrides)
+    load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     result = train_cascade(prepared, config)
     seconds = dict(result.seconds)
@@ -121,6 +123,7 @@ def main() -> None:
     out["newcomers"] = table({n: evaluate_sums(m, cold) for n, m in models.items()})
     seconds["total"] = time.perf_counter() - started
     out["seconds"] = seconds
+    out["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     text = json.dumps(out, indent=2, default=float)
     if args.out:
         Path(args.out).write_text(text + "\n")
