@@ -99,7 +99,10 @@ class _OwnRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _state.get("verbose"):
             return True
-        return record.name.split(".", 1)[0] in OWN and record.levelno >= logging.INFO
+        if record.name.split(".", 1)[0] not in OWN or record.levelno < logging.INFO:
+            return False
+        return record.levelno >= logging.WARNING or not any(
+            record.name == m or record.name.startswith(m + ".") for m in _state.get("muted", ()))
 
 
 class _Plain(logging.Formatter):
@@ -219,6 +222,12 @@ def quiet_libraries() -> None:
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+
+
+def mute(*names: str) -> None:
+    """Keep these loggers' INFO records off the terminal (the log file still has them): a
+    command that runs a part in the background, as the demo runs the stream worker."""
+    _state["muted"] = (*_state.get("muted", ()), *names)
 
 
 def announce() -> None:

@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ccrec.console import announce, console, quiet_libraries
+from ccrec.console import announce, console, mute, quiet_libraries
 
 #: A small cascade for the demo (minutes on 2 cores); `ccrec train` uses the full config.
 DEMO_OVERRIDES = (
@@ -43,6 +43,7 @@ def _quiet_libraries() -> None:
     import feast  # noqa: F401  (importing Feast resets the DeprecationWarning filter)
 
     quiet_libraries()
+    mute("streaming", "features")  # the in-process worker's lines: in the log file
 
 
 def _step(i: int, started: float) -> None:

@@ -9,6 +9,7 @@ warns, and writes to file descriptor 2 from outside Python's streams (as native 
 and child processes do).
 """
 
+import logging
 import os
 import subprocess
 import sys
@@ -121,3 +122,19 @@ def test_a_read_only_log_folder_falls_back_to_the_temporary_folder(tmp_path, mon
     path, stream = console._open_log()
     stream.close()
     assert path.parent == (tmp_path / "tmp" / "ccrec-logs").resolve()
+
+
+def test_a_muted_part_keeps_its_info_lines_off_the_terminal():
+    from ccrec import console
+
+    keep = console._OwnRecords()
+    record = lambda name, level: logging.LogRecord(name, level, "", 0, "m", None, None)  # noqa: E731
+    try:
+        console.mute("streaming")
+        assert not keep.filter(record("streaming.worker", logging.INFO))
+        assert keep.filter(record("streaming.worker", logging.WARNING))
+        assert keep.filter(record("ccrec.train.progress", logging.INFO))
+        assert not keep.filter(record("kafka.conn", logging.WARNING))
+        assert not keep.filter(record("streamingx", logging.INFO))
+    finally:
+        console._state.pop("muted", None)
