@@ -36,6 +36,11 @@ def noisy(**kwargs):
     warnings.warn("library deprecation", DeprecationWarning, stacklevel=1)
     warnings.warn("library user warning", UserWarning, stacklevel=1)
     os.write(2, b"core_worker.cc:1 native line\\n")
+    import threading
+    raylet = threading.Thread(name="ray_listen_error_messages",
+                              target=lambda: print("(raylet) graceful_shutdown failed: retried"))
+    raylet.start()
+    raylet.join()
     logging.getLogger("ccrec.data").info("our own line")
     check(**kwargs)
     if os.environ.get("NOISY_RAY"):
@@ -47,7 +52,8 @@ cli.main()
 """
 
 LIBRARY_LINES = ("library line: connected", "graceful_shutdown failed", "library deprecation",
-                 "library user warning", "core_worker.cc:1 native line")
+                 "library user warning", "core_worker.cc:1 native line",
+                 "(raylet) graceful_shutdown failed: retried")
 
 
 def run(tmp_path, *flags, fail=False, console="clean", ray_address=""):
@@ -84,7 +90,7 @@ def test_verbose_shows_the_libraries_too(tmp_path):
     done, _ = run(tmp_path, "--verbose")
     assert done.returncode == 0, done.stderr
     for line in LIBRARY_LINES:
-        assert line in done.stderr
+        assert line in done.stdout + done.stderr
 
 
 def test_a_service_keeps_every_line_on_stderr(tmp_path):
@@ -97,6 +103,7 @@ def test_a_service_keeps_every_line_on_stderr(tmp_path):
                  "library line: graceful_shutdown failed",
                  "core_worker.cc:1 native line", "INFO ccrec.data: our own line"):
         assert line in done.stderr
+    assert "(raylet) graceful_shutdown failed: retried" in done.stdout
 
 
 @pytest.mark.parametrize("flags", [(), ("-v",)])
