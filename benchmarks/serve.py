@@ -216,6 +216,13 @@ def click_to_refresh_ms(serve_url: str, proxy_port: int, prepared_path: Path, bu
             "p99": round(percentile(latencies, 0.99), 1), "clicks": len(latencies)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): what a shared machine's
+    load does not inflate, unlike wall-clock latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def impression_counts(url: str, headers: dict[str, str]) -> dict[str, float]:
     """The host's ``ccrec_impressions_total`` by outcome (from its /metrics)."""
     text = httpx.get(url + "/metrics", headers=headers, timeout=10).text
@@ -307,6 +314,7 @@ def main() -> None:
         for url in (serve_url, plain and plain_url, logged and logged_url):
             if url:
                 wait_http(url)
+        cpu_before = {p.pid: cpu_seconds(p.pid) for p in (plain, logged) if p}
         for c in levels:
             # Interleave the two hosts in blocks so that load from other processes on
             # this shared machine falls on both alike.
@@ -339,6 +347,13 @@ def main() -> None:
         if logged:
             time.sleep(1.0)  # the last impressions' acknowledgements
             result["impressions"] = impression_counts(logged_url, headers)
+            served = sum(args.requests // args.blocks * args.blocks + 5 * args.blocks
+                         for _ in levels)
+            if plain:
+                # Both processes answered the same requests: CPU per answer, log off / on.
+                result["cpu_ms_per_request"] = {
+                    name: round(1e3 * (cpu_seconds(p.pid) - cpu_before[p.pid]) / served, 3)
+                    for name, p in (("plain", plain), ("plain_impressions", logged))}
             result["impression_offer"] = offer_cost_us(broker.bootstrap_servers)
         if args.clicks and serve_url:
             result["click_to_refresh_ms"] = click_to_refresh_ms(
