@@ -199,7 +199,7 @@ def _transport() -> Iterator[Case]:
 
 
 def _routes() -> Iterator[Case]:
-    for path in ["/", "/v2/recommendations", f"{RECS}/extra", "/v1", "/admin", "/.env",
+    for path in ["/index.html", "/v2/recommendations", f"{RECS}/extra", "/v1", "/admin", "/.env",
                  "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/v1/recommendations%00",
                  "/" + "a" * 4000, "/docs/../metrics/../../x"]:
         yield Case(f"route: {path[:40]}", "GET", path, headers=())

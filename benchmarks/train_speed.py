@@ -53,9 +53,11 @@ def main() -> None:
     config = load(CascadeConfig, ROOT / "ccrec" / "configs" / f"{args.dataset}.yaml",
                   ["train_sampler.progress=false", "train_encoder.progress=false",
                    "train_scorer.progress=false", *args.overrides])
-    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = train_cascade(prepared, config)
     cascade_seconds = time.perf_counter() - started
+    cascade_cpu_seconds = time.process_time() - cpu_started
 
     if args.bundle:
         recommender = Bundle.load(args.bundle).recommender()
@@ -86,7 +88,12 @@ def main() -> None:
         f"cascade_seconds_{args.dataset.replace('-', '')}": round(cascade_seconds, 1),
         # CPU time of the calling thread: the latency on an idle core
         "inference_cpu_ms_p50": round(float(np.percentile(cpu_times, 50)), 3),
+        # CPU seconds of this process for the cascade: its wall time on idle cores
+        f"cascade_cpu_seconds_{args.dataset.replace('-', '')}": round(cascade_cpu_seconds, 1),
+        "examples": {name: int(sum(h["train_examples"] for h in fit.history) / len(fit.history))
+                     for name, fit in result.fits.items()},
         "load_average_1min": round(os.getloadavg()[0], 1),
+        "load_average_1min_start": round(load_start, 1),
         "stage_seconds": {k: round(v, 1) for k, v in result.seconds.items()},
         "epochs": {name: len(fit.history) for name, fit in result.fits.items()},
         "threads": args.threads,

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from ccrec.batch import item_profiles, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
+from ccrec.inference import eager_stages, fast_stages
 from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
@@ -195,8 +196,8 @@ class Bundle:
         return cls(path=path, version=manifest["version"], config=config, vocab=vocab,
                    metrics=metrics, model=model, manifest=manifest)
 
-    def recommender(self) -> CascadeRecommender:
-        return CascadeRecommender(self.model, self.vocab, self.config)
+    def recommender(self, fast: bool = True) -> CascadeRecommender:
+        return CascadeRecommender(self.model, self.vocab, self.config, fast=fast)
 
 
 @dataclass(frozen=True)
@@ -254,9 +255,12 @@ class CascadeRecommender:
         model: the :class:`CCRec` cascade.
         vocab: the bundle's vocabulary (category names by index).
         config: the cascade's configuration (k, profile size).
+        fast: run the stages as traced graphs where they reproduce the eager model
+            bit for bit (:func:`ccrec.inference.fast_stages`).
     """
 
-    def __init__(self, model: CCRec, vocab: dict[str, Any], config: CascadeConfig) -> None:
+    def __init__(self, model: CCRec, vocab: dict[str, Any], config: CascadeConfig,
+                 fast: bool = True) -> None:
         self.model = model.eval()
         self.categories: list[str] = list(vocab["categories"])
         self.category_index = {c: i for i, c in enumerate(self.categories) if i > 0}
@@ -267,6 +271,9 @@ class CascadeRecommender:
         with torch.inference_mode():
             empty = torch.zeros(1, self.max_past, dtype=torch.long)
             self._popularity = self.model.sampler(empty)[0].exp()  # [C+1]
+        cards = [len(v) for v in vocab["user_features"].values()]
+        self.stages = fast_stages(self.model, self.max_past, self.profile_dim, cards) if fast \
+            else eager_stages(self.model)
 
     # --- inputs: pasts truncated and padded by ccrec.batch's one rule ---------------------
     def _past(self, requests: Sequence[UserRequest]) -> Tensor:
@@ -297,7 +304,7 @@ class CascadeRecommender:
             exclude: category indices never to return, per request.
         """
         past = self._past(requests)  # [B, k]
-        log_probs = self.model.sampler(past)  # [B, C+1]
+        log_probs = self.stages.sampler(past)  # [B, C+1]
         cands, m1 = candidates_from_m1(log_probs, past, self.model.candidate_config)  # [B, R]
         rest = log_probs.scatter(1, cands, -torch.inf)  # [B, C+1]: not a candidate
         rest[:, 0] = -torch.inf
@@ -326,12 +333,12 @@ class CascadeRecommender:
         m1 = torch.zeros(len(candidates), width)  # [B, R]
         for i, c in enumerate(candidates):
             m1[i, : len(c.m1)] = torch.as_tensor(c.m1)
-        emb = None
         if self.model.scorer.config.use_vae:
-            assert self.model.encoder is not None
-            emb = self.model.encoder.embed(self._features(requests), self._profiles(requests),
-                                           past)  # [B, k, E]
-        scores = self.model.scorer(past, emb, cands, m1).tolist()  # [B, R]
+            emb = self.stages.embed(self._features(requests), self._profiles(requests),
+                                    past)  # [B, k, E]
+        else:
+            emb = torch.zeros(len(requests), self.max_past, 1)  # not read by M2
+        scores = self.stages.scorer(past, emb, cands, m1).tolist()  # [B, R]
         out = []
         for i, c in enumerate(candidates):
             ranked = sorted(zip(c.categories, scores[i][: len(c.categories)], strict=True),
@@ -348,8 +355,8 @@ class CascadeRecommender:
     @torch.inference_mode()
     def scores(self, requests: Sequence[UserRequest]) -> torch.Tensor:
         """[B, C+1] cascade scores (column 0 is padding)."""
-        return self.model.score_tensors(self._past(requests), self._profiles(requests),
-                                        self._features(requests))
+        return self.stages.cascade(self._past(requests), self._profiles(requests),
+                                   self._features(requests))
 
     @torch.inference_mode()
     def recommend_batch(self, requests: Sequence[UserRequest], k: int = 3,

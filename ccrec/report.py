@@ -40,6 +40,8 @@ ALPHA = 0.05
 #: Metrics tested for "best" and for CCRec's significance (every column).
 TESTED = COLUMNS
 RowSums = dict[str, dict[str, MetricSums]]
+#: Test groups in table order (others follow by name).
+GROUP_ORDER = ("warm", "cold", "replay")
 
 
 def save_row(out_dir: Path, group: str, row: str, sums: MetricSums) -> Path:
@@ -68,9 +70,12 @@ def load_protocol(out_dir: Path) -> dict[str, Any]:
 
 
 def load_rows(out_dir: Path, order: Sequence[str] = ()) -> RowSums:
-    """Every stored row per group; rows named in ``order`` first, in that order."""
+    """Every stored row per group (groups in :data:`GROUP_ORDER`); rows named in
+    ``order`` first, in that order."""
     rows: RowSums = {}
-    for group_dir in sorted(p for p in (Path(out_dir) / "rows").glob("*") if p.is_dir()):
+    place = {g: i for i, g in enumerate(GROUP_ORDER)}
+    for group_dir in sorted((p for p in (Path(out_dir) / "rows").glob("*") if p.is_dir()),
+                            key=lambda p: (place.get(p.name, len(place)), p.name)):
         found = {}
         for path in group_dir.glob("*.npz"):
             with np.load(path) as z:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import sys
 import time
-import warnings
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+from ccrec.console import announce, console, quiet_libraries
 
 #: A small cascade for the demo (minutes on 2 cores); `ccrec train` uses the full config.
 DEMO_OVERRIDES = (
@@ -31,18 +31,18 @@ DEMO_OVERRIDES = (
     "train_scorer.progress=false",
 )
 TOP_K = 5
+#: Categories per click on the console (the full top k goes to replay.md), and its width.
+SHOWN, WIDTH = 3, 100
 STEPS = ("fetch + prepare", "train the cascade", "evaluate",
          "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
 
 
 def _quiet_libraries() -> None:
-    """The console shows the demo's steps: the libraries' INFO logs and deprecation
-    warnings (Kafka's client, Feast's registry, Ray Data's progress) stay out of it."""
+    """The console shows the demo's steps; the libraries' logs, warnings and progress bars
+    go to the log file (:mod:`ccrec.console`)."""
     import feast  # noqa: F401  (importing Feast resets the DeprecationWarning filter)
 
-    for name in ("kafka", "feast", "httpx", "ray.data", "ray.train", "ray.serve"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet_libraries()
 
 
 def _step(i: int, started: float) -> None:
@@ -62,8 +62,11 @@ def _step(i: int, started: float) -> None:
 @click.option("--insecure-dev", is_flag=True,
               help="Serve without authentication (development only); without it the demo "
                    "makes an API key for itself.")
+@click.option("--no-wait", is_flag=True,
+              help="Stop after the replay; by default, in a terminal, the live page is "
+                   "served until Ctrl-C.")
 def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
-         overrides: tuple[str, ...], insecure_dev: bool) -> None:
+         overrides: tuple[str, ...], insecure_dev: bool, no_wait: bool) -> None:
     """The whole system end to end: data → Ray training → Kafka/Feast/Serve → live clicks."""
     import ray
     from ray import serve as ray_serve
@@ -79,6 +82,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     console.rule(f"CCRec demo on {dataset}")
+    announce()
 
     _step(1, started)
     path = Path(prepare(dataset))
@@ -129,8 +133,12 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
             online = _online_accuracy(loop)
             _step(6, started)
-            asyncio.run(_replay(url, headers, prepared, clicks))
+            user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
             _print_online_accuracy(online, out)
+            page = f"{url}/?{urlencode({'user': user, 'item': item})}"
+            console.print(f"      live page: [bold]{page}[/]")
+            if not no_wait and sys.stdin.isatty():
+                _serve_until_interrupted()
             _step(7, started)
             ray_serve.shutdown()
     finally:
@@ -138,9 +146,19 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             ray.shutdown()
     console.rule(f"done in {time.perf_counter() - started:.0f}s")
     click.echo(f"results table: {results_md}")
+    click.echo(f"clicks, top {TOP_K}: {replay_md}")
     click.echo(f"plots:         {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     click.echo(f"API docs:      {out / 'openapi.json'} (and /docs while `ccrec serve run` runs)")
     click.echo(f"model bundle:  {bundle}")
+
+
+def _serve_until_interrupted() -> None:
+    console.print("      serving the page until Ctrl-C (or run the demo with --no-wait)")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print()
 
 
 def _evaluate(bundle: Path, prepared, config, out: Path) -> Path:
@@ -189,8 +207,11 @@ def _openapi() -> dict:
     return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
 
 
-async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> None:
-    """One test user's real history, click by click, as a new user id."""
+async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
+                  out: Path) -> tuple[str, str, Path]:
+    """One test user's real history, click by click, as a new user id; that id, the last
+    item clicked and ``out/replay.md``. The console gets the top 3 and what changed per
+    click; replay.md the full top k with scores."""
     import httpx
 
     from streaming.local import click_to_refresh
@@ -203,26 +224,36 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int) -> N
     events = events[-clicks:]
     user = f"demo-{row.user}-{int(time.time())}"
     now = int(time.time())
-    table = Table(title=f"user {user}: top {TOP_K} categories as the clicks arrive")
-    for column in ("click", "clicked category", f"top {TOP_K} categories (score)",
-                   "refresh ms"):
-        table.add_column(column)
+    rows: list[tuple[str, str, dict, str]] = []
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         first = (await client.post("/v1/recommendations",
                                    json={"user_id": user, "k": TOP_K})).json()
-        table.add_row("–", "(none: cold start, "
-                      f"{first['cold_start_strategy']})", _top(first), "")
-        console.print(f"      before any click: {_top(first)}")
+        rows.append(("–", f"(none: cold start, {first['cold_start_strategy']})", first, ""))
+        console.print(f"      before any click: {_top(first, SHOWN)}")
         for n, (cat, item) in enumerate(events, 1):
             # ≥ 6 days apart: each click is its own category interaction (5-day rule)
             event = {"user_id": user, "item_id": vocab["items"][item],
                      "category_id": vocab["categories"][cat], "event_type": "click",
                      "timestamp": now - (len(events) - n + 1) * 6 * 86400}
             seconds, answer = await click_to_refresh(client, event, k=TOP_K)
-            table.add_row(str(n), vocab["categories"][cat], _top(answer), f"{seconds * 1e3:.0f}")
-            console.print(f"      click {n}: {vocab['categories'][cat]:<12} → {_top(answer)}"
-                          f"  ({seconds * 1e3:.0f} ms to refresh)")
-    Console().print(table)
+            rows.append((str(n), vocab["categories"][cat], answer, f"{seconds * 1e3:.0f}"))
+            console.print(f"      click {n}: {vocab['categories'][cat]:<12} → "
+                          f"{_top(answer, SHOWN)}  ({seconds * 1e3:.0f} ms to refresh)")
+    table = Table(title=f"user {user}: top {SHOWN} categories as the clicks arrive")
+    for column in ("click", "clicked", f"top {SHOWN} (score)", "what changed", "ms"):
+        table.add_column(column, overflow="fold")
+    lines = [f"# {user}: top {TOP_K} categories as the clicks arrive\n",
+             f"| click | clicked category | top {TOP_K} (score) | refresh ms |",
+             "|---|---|---|---|"]
+    previous = None
+    for n, clicked, answer, ms in rows:
+        table.add_row(n, clicked, _top(answer, SHOWN), _changed(previous, answer), ms)
+        lines.append(f"| {n} | {clicked} | {_top(answer, TOP_K)} | {ms} |")
+        previous = answer
+    Console(width=WIDTH).print(table)
+    path = out / "replay.md"
+    path.write_text("\n".join(lines) + "\n")
+    return user, vocab["items"][events[-1][1]], path
 
 
 def _online_accuracy(loop):
@@ -253,5 +284,18 @@ def _print_online_accuracy(consumer, out: Path) -> None:
     online_plot(rows, out / "online_accuracy.png")
 
 
-def _top(answer: dict) -> str:
-    return ", ".join(f"{c['category_id']} ({c['score']:.2f})" for c in answer["categories"])
+def _names(answer: dict, k: int) -> list[str]:
+    return [c["category_id"] for c in answer["categories"][:k]]
+
+
+def _top(answer: dict, k: int) -> str:
+    return ", ".join(f"{c['category_id']} ({c['score']:.2f})" for c in answer["categories"][:k])
+
+
+def _changed(before: dict | None, after: dict) -> str:
+    """The top ``SHOWN`` categories that came in (+) and went out (−), or 'reordered'."""
+    if before is None:
+        return ""
+    old, new = _names(before, SHOWN), _names(after, SHOWN)
+    moves = [f"+{c}" for c in new if c not in old] + [f"−{c}" for c in old if c not in new]
+    return " ".join(moves) if moves else ("reordered" if old != new else "–")

@@ -14,12 +14,13 @@ import os
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -43,7 +44,9 @@ API_VERSION = "1.0.0"
 MAX_BODY_BYTES = 16 * 1024
 MAX_K = 20
 MAX_EXCLUDE = 100
-ROUTES = {"/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics"}
+ROUTES = {"/", "/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics"}
+#: The live page (static HTML and JS; its API calls carry the key it asks for).
+PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 def _integral(value):
@@ -357,6 +360,11 @@ def create_app(pipeline: Pipeline, clicks: Clicks, auth: Authenticator, *,
         accepted = await clicks.send(event)
         pipeline.metrics.events.inc()
         return accepted
+
+    @app.get("/", include_in_schema=False, openapi_extra=secured(None))
+    async def page() -> FileResponse:
+        """The live page: public; the data it shows needs the key it asks for."""
+        return FileResponse(PAGE, headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY"})
 
     @app.get("/healthz", tags=["operations"], openapi_extra=secured(None))
     async def healthz() -> dict[str, str]:

@@ -143,6 +143,7 @@ def keys_cmd(name: str, scopes: tuple[str, ...], keys_file: Path | None) -> None
     (only the SHA-256 hash and the scopes) for the keys file or Secret."""
     import yaml
 
+    from ccrec.console import terminal
     from serve.auth import append_key, new_key
 
     key, record = new_key(name, scopes)
@@ -150,7 +151,7 @@ def keys_cmd(name: str, scopes: tuple[str, ...], keys_file: Path | None) -> None
     if keys_file is not None:
         append_key(keys_file, record)
         click.echo(f"added key {record.id} ({name}) to {keys_file}; the key above is shown "
-                   "once and stored nowhere", err=True)
+                   "once and stored nowhere", file=terminal)
     else:
         click.echo("# its record for the keys file's `keys:` list (the hash, not the key):")
         click.echo(yaml.safe_dump([record.record()], sort_keys=False), nl=False)

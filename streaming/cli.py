@@ -120,8 +120,8 @@ def worker_config(
 @click.option("--max-past", type=int, default=WORKER.sequence.max_past, show_default=True)
 @click.option("--bootstrap-servers", default=None, help=SERVERS_HELP)
 @click.option("--health-port", type=int, default=None,
-              help="Serve GET /healthz (the liveness probe) on this port; 503 when the worker "
-                   "loop is stuck.")
+              help="Serve GET /healthz (the liveness probe; 503 when the worker loop is "
+                   "stuck) and GET /metrics (Prometheus) on this port.")
 @click.option("--crash-after-pushes", type=int, default=None, hidden=True)
 def run_cmd(
     dataset: str, feast_env: str, root: Path, project: str | None, redis_url: str | None,
@@ -153,7 +153,9 @@ def run_cmd(
         ensure_topics(settings, topics=(topic, dlq_topic))
         worker = StreamWorker(settings, store, vocab, config, liveness)
         if health_port is not None:
-            liveness.serve(health_port)
+            from streaming.metrics import worker_registry
+
+            liveness.serve(health_port, registry=worker_registry(worker))
 
         def stop(signum, frame) -> None:
             worker.stop()

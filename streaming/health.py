@@ -41,21 +41,30 @@ class Liveness:
     def alive(self) -> bool:
         return self.age_s < self.timeout_s
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        """Answer ``GET /healthz`` on ``host:port`` from a daemon thread; returns the port
-        (a free one for port 0)."""
+    def serve(self, port: int, host: str = "0.0.0.0", registry=None) -> int:
+        """Answer ``GET /healthz`` (and ``GET /metrics`` from ``registry``, a
+        prometheus_client registry) on ``host:port`` from a daemon thread; returns the
+        port (a free one for port 0)."""
         liveness = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
+                if self.path == "/metrics" and registry is not None:
+                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                    self._answer(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                    return
                 if self.path != "/healthz":
                     self.send_error(404)
                     return
                 status = 200 if liveness.alive else 503
                 body = json.dumps({"alive": status == 200,
                                    "last_beat_s": round(liveness.age_s, 3)}).encode()
+                self._answer(status, "application/json", body)
+
+            def _answer(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

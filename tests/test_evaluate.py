@@ -61,6 +61,9 @@ def test_rows_of_separate_runs_add_up_and_must_share_users(tmp_path):
     save_row(tmp_path, "warm", "Popularity", hits([1, 0, 0]))  # a re-run replaces the row
     rows = load_rows(tmp_path, order=("Popularity", "CCRec"))
     assert list(rows["warm"]) == ["Popularity", "CCRec", "SASRec"]
+    for group in ("replay", "cold"):
+        save_row(tmp_path, group, "CCRec", hits([1, 1, 0]))
+    assert list(load_rows(tmp_path)) == ["warm", "cold", "replay"]  # table order, not a-z
     assert build_report(rows)["warm"]["Popularity"]["HR@1"] == pytest.approx(1 / 3)
     save_row(tmp_path, "warm", "TIGER", hits([1, 1, 0], users=[0, 1, 7]))
     with pytest.raises(ValueError, match="'TIGER' was scored on other users"):

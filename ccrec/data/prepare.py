@@ -35,10 +35,18 @@ import pandas as pd
 
 from ccrec.config import ConfigError, to_dict
 from ccrec.data.adapters import RawData, load_dataset
+from ccrec.data.cutoff import (
+    Qualification,
+    advice,
+    alternatives,
+    better,
+    cutoffs,
+    qualification,
+)
 from ccrec.data.examples import examples_at
 from ccrec.data.fetch import cache_dir
 from ccrec.data.horizon import Horizon, HorizonError, category_interactions
-from ccrec.data.origins import boundaries, newcomer_origins, rolling_origins
+from ccrec.data.origins import newcomer_origins, rolling_origins
 from ccrec.data.sequences import SequenceSpec
 
 log = logging.getLogger(__name__)
@@ -126,35 +134,20 @@ class PrepareError(ValueError):
     """The data cannot be prepared with this configuration."""
 
 
-def _encode(values: pd.Series, start: int) -> tuple[np.ndarray, list[str]]:
-    """Integer codes by descending frequency (ties by value), from ``start``."""
+def _encode(values: pd.Series, start: int,
+            codes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Integer codes by descending frequency (ties by value), from ``start``; or, given
+    ``codes`` (a vocabulary, index = code), those codes."""
+    if codes is not None:
+        lookup = pd.Series(np.arange(len(codes)), index=codes)
+        unknown = values[~values.isin(lookup.index)]
+        if len(unknown):
+            raise PrepareError(f"{unknown.iloc[0]!r} is not in the given vocabulary")
+        return lookup.loc[values].to_numpy(np.int64), list(codes[start:])
     counts = values.value_counts()
     vocab = sorted(counts.index, key=lambda v: (-counts[v], v))
     mapping = pd.Series(np.arange(start, start + len(vocab)), index=vocab)
     return mapping.loc[values].to_numpy(np.int64), [str(v) for v in vocab]
-
-
-def _cutoffs(events: pd.DataFrame, cis: pd.DataFrame, config: PrepareConfig) -> pd.Series:
-    """The cutoff time (epoch s) per user.
-
-    ``per_user``: the CI boundary (distinct CI start time) that leaves the last
-    ``future_fraction`` of the user's boundaries at or after the cutoff, and at
-    least one before it. A cutoff on a boundary means a new interaction starts
-    there, whatever the horizon.
-    """
-    if config.cutoff_mode == "per_user":
-        starts = boundaries(cis)
-        position = starts.groupby("user", sort=True).cumcount().to_numpy()
-        size = starts.groupby("user", sort=True)["start"].transform("size").to_numpy()
-        first_future = np.floor(size * (1.0 - config.future_fraction)).astype(np.int64)
-        pick = starts[position == np.minimum(np.maximum(first_future, 1), size - 1)]
-        return pick.set_index("user")["start"].astype(np.int64)
-    if config.cutoff is not None:
-        when = int(pd.Timestamp(config.cutoff, tz="UTC").timestamp())
-    else:
-        when = int(np.quantile(events["timestamp"].to_numpy(), 0.8))
-    users = np.unique(events["user"].to_numpy())
-    return pd.Series(when, index=pd.Index(users, name="user"), dtype=np.int64)
 
 
 def _split_users(users: np.ndarray, config: PrepareConfig) -> np.ndarray:
@@ -178,7 +171,8 @@ def _known_cis(users: np.ndarray, config: PrepareConfig) -> pd.Series:
 
 
 def build_examples(
-    coded: pd.DataFrame, features: np.ndarray, config: PrepareConfig
+    coded: pd.DataFrame, features: np.ndarray, config: PrepareConfig,
+    cis: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Examples of every split, at the feature times of :mod:`ccrec.data.origins`.
 
@@ -194,10 +188,12 @@ def build_examples(
         coded: integer events (user, item, category, timestamp).
         features: per user index, the f_t indices (shape [num_users, F]).
         config: cutoff, horizon and split rules.
+        cis: the events' category interactions, when already computed.
     """
     spec, horizon = config.sequence, config.horizon
-    cis = category_interactions(coded, spec.window_seconds)
-    cutoff = _cutoffs(coded, cis, config)
+    if cis is None:
+        cis = category_interactions(coded, spec.window_seconds)
+    cutoff = cutoffs(coded, cis, config)
     at_cutoff = examples_at(coded, cis, features, cutoff.index.to_numpy(),
                             cutoff.to_numpy(), spec, horizon)
     at_cutoff = at_cutoff[at_cutoff["num_past_cis"] > 0].reset_index(drop=True)
@@ -230,6 +226,40 @@ def build_examples(
     return examples.sort_values(["user", "origin"], kind="stable").reset_index(drop=True)
 
 
+def _requested_splits(config: PrepareConfig) -> list[str]:
+    """The splits an experiment cannot run without: train, and the test splits the
+    configuration asks for (``test_fraction`` 0 asks for none)."""
+    wanted = ["train"]
+    if config.test_fraction > 0:
+        wanted += [s for s, share in (("warm_test", 1 - config.cold_share),
+                                      ("cold_test", config.cold_share)) if share > 0]
+    return wanted
+
+
+def _check_splits(dataset: str, examples: pd.DataFrame, config: PrepareConfig,
+                  users_kept: Qualification, fix: tuple[str, Qualification] | None) -> list[str]:
+    """Refuse, naming the cause and the fix, when a needed split would be empty; the
+    warnings of an empty validation split."""
+    present = set(examples["split"].unique()) if not examples.empty else set()
+    empty = [s for s in _requested_splits(config) if s not in present]
+    if not empty:
+        if config.valid_fraction > 0 and "valid" not in present:
+            return [f"the valid split is empty ({users_kept.kept} users kept, valid_fraction "
+                    f"{config.valid_fraction:g}): no validation users for early stopping"]
+        return []
+    if users_kept.kept == 0:
+        cause = f"no user has both past and future events: {users_kept.reasons()}"
+    else:
+        cause = (f"only {users_kept.kept} of {users_kept.users} users qualify"
+                 f"{' (' + users_kept.reasons() + ')' if users_kept.reasons() else ''}, "
+                 "too few for every split")
+    how = (f"{fix[0]} keeps {fix[1].kept} users" if fix else
+           "use more users, or --set test_fraction=0 for no test users")
+    raise PrepareError(f"{dataset}: the {', '.join(empty)} split would be empty with the "
+                       f"{users_kept.rule} and horizon {users_kept.horizon}: {cause}. "
+                       f"Fix: {how}")
+
+
 def prepared_name(dataset: str, category_level: str | None, future: str | None = None) -> str:
     """The prepared directory's name: the data set, its category level unless the
     default, and its horizon unless the default (``ml-1m-all``, ``ml-1m-cis1``)."""
@@ -255,16 +285,23 @@ def prepare(
     category_level: str | None = None,
     out_dir: Path | None = None,
     raw: RawData | None = None,
+    vocab: dict | None = None,
 ) -> Path:
-    """Prepare ``dataset`` and return the prepared directory."""
+    """Prepare ``dataset`` and return the prepared directory.
+
+    ``vocab`` (a ``vocab.json``, e.g. a served model's) keeps its item, category
+    and user-feature codes instead of coding them by frequency, so that a model of
+    that vocabulary can go on training on the result.
+    """
     config = config or default_config(dataset)
     raw = raw or load_dataset(dataset, category_level)
     name = prepared_name(dataset, category_level, config.future)
     out_dir = Path(out_dir or cache_dir() / "prepared" / name)
+    kept = vocab or {}
 
     users_code, users = _encode(raw.events["user_id"], 0)
-    items_code, items = _encode(raw.events["item_id"], 1)
-    cats_code, categories = _encode(raw.events["category_id"], 1)
+    items_code, items = _encode(raw.events["item_id"], 1, kept.get("items"))
+    cats_code, categories = _encode(raw.events["category_id"], 1, kept.get("categories"))
     coded = pd.DataFrame(
         {
             "user": users_code, "item": items_code, "category": cats_code,
@@ -276,17 +313,21 @@ def prepare(
     aligned = raw.user_features.reindex(users)
     for j, column in enumerate(raw.user_features.columns):
         values = aligned[column].fillna("").astype(str)
-        vocab = sorted(v for v in values.unique() if v != "")
-        lookup = pd.Series(np.arange(1, len(vocab) + 1), index=vocab)
+        known = kept.get("user_features", {}).get(column)
+        names = known[1:] if known else sorted(v for v in values.unique() if v != "")
+        lookup = pd.Series(np.arange(1, len(names) + 1), index=names)
         features[:, j] = lookup.reindex(values.to_numpy()).fillna(0).to_numpy(np.int64)
-        feature_vocab[column] = ["<unknown>", *vocab]
+        feature_vocab[column] = ["<unknown>", *names]
 
-    examples = build_examples(coded, features, config)
-    if examples.empty:
-        raise PrepareError(
-            f"{dataset}: no user has both past and future events with this cutoff; "
-            "choose another cutoff"
-        )
+    cis = category_interactions(coded, config.sequence.window_seconds)
+    users_kept = qualification(coded, cis, config, config.horizon)
+    options = alternatives(coded, cis, config) if users_kept.share < 0.5 else []
+    warning = advice(users_kept, options)
+    if warning:
+        log.debug("%s: %s", dataset, warning)
+    examples = build_examples(coded, features, config, cis=cis)
+    warnings = [warning] if warning else []
+    warnings += _check_splits(dataset, examples, config, users_kept, better(users_kept, options))
     meta = {
         "dataset": dataset,
         "name": name,
@@ -297,6 +338,8 @@ def prepare(
         "num_categories": len(categories),
         "num_events": len(coded),
         "dropped_events": raw.dropped_events,
+        "users_kept": users_kept.to_dict(),
+        "warnings": warnings,
         "protocol": config.protocol,
         "split_users": {s: int(examples.loc[examples["split"] == s, "user"].nunique())
                         for s in SPLITS},
@@ -307,17 +350,17 @@ def prepare(
     try:
         examples.to_parquet(staging / "examples.parquet", index=False)
         coded.to_parquet(staging / "events.parquet", index=False)
-        vocab = {
+        written = {
             "users": users, "items": ["<pad>", *items], "categories": ["<pad>", *categories],
             "user_features": feature_vocab,
         }
-        (staging / "vocab.json").write_text(json.dumps(vocab))
+        (staging / "vocab.json").write_text(json.dumps(written))
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("prepared %s → %s (users %s, examples %s)", dataset, out_dir,
+    log.debug("prepared %s → %s (users %s, examples %s)", dataset, out_dir,
              meta["split_users"], meta["split_examples"])
     return out_dir

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ccrec.batch import CategoryBatch
+from ccrec.console import terminal
 from ccrec.data.tables import Table, UserTable, make_loader
 from ccrec.models.base import NeuralRecommender, TrainConfig
 
@@ -76,7 +77,8 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -102,9 +104,10 @@ def train_epoch(
         epoch: for the progress bar only.
     """
     step.train()
-    device = _device_of(step)
+    device = device_of(step)
     total, examples, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not config.progress)
+    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not config.progress,
+               file=terminal)
     for batch in bar:
         batch = batch.to(device)
         loss = step(batch)
@@ -125,7 +128,7 @@ def train_epoch(
 def evaluate_epoch(step: nn.Module, loader: Any) -> dict[str, float]:
     """Mean loss over ``loader`` without gradients: ``{"loss", "examples"}``."""
     step.eval()
-    device = _device_of(step)
+    device = device_of(step)
     total, examples = 0.0, 0
     for batch in loader:
         batch = batch.to(device)

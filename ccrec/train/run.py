@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ccrec.bundle import save_bundle
 from ccrec.data.prepared import load_prepared, resolve
 from ccrec.data.tables import UserTable
@@ -113,6 +115,9 @@ def train_with_ray(path: Path, config: CascadeConfig, bundles_root: Path, *, num
 
     from ccrec.train.stage_runner import RayConfig
 
+    if gpu and address is None and not torch.cuda.is_available():
+        raise RuntimeError("--gpu: this machine has no CUDA device for a local Ray instance "
+                           "(give --address of a cluster with GPU nodes, or drop --gpu)")
     ray_config = RayConfig(num_workers=num_workers, min_workers=min_workers,
                            max_workers=max_workers, use_gpu=gpu, address=address,
                            storage_path=storage, max_failures=max_failures)

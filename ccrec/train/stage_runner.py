@@ -52,6 +52,9 @@ class RayConfig:
         num_workers: training workers per stage (fixed size).
         min_workers, max_workers: both set = an elastic range: the worker
             group follows an autoscaling cluster between these sizes.
+        resize_interval_s: elastic range only: how often a healthy worker
+            group checks whether the cluster can hold more (or fewer) workers;
+            a resize restarts the group from the last checkpoint.
         use_gpu: one GPU per worker (and per inference actor).
         cpus_per_worker: CPUs each worker reserves (1 on a laptop).
         address: Ray address (``auto`` for a cluster; None = local instance).
@@ -68,6 +71,7 @@ class RayConfig:
     num_workers: int = 2
     min_workers: int | None = None
     max_workers: int | None = None
+    resize_interval_s: float = 60.0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     address: str | None = None
@@ -87,6 +91,7 @@ class RayConfig:
             num_workers=workers,
             use_gpu=self.use_gpu,
             resources_per_worker={"CPU": self.cpus_per_worker},
+            elastic_resize_monitor_interval_s=self.resize_interval_s,
         )
 
     def storage(self) -> Path:

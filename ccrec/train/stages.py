@@ -23,7 +23,7 @@ from ccrec.models.cascade import CascadeConfig
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
-from ccrec.train.loop import TrainStep, Validate, evaluate_epoch, loss_validation
+from ccrec.train.loop import TrainStep, Validate, device_of, evaluate_epoch, loss_validation
 
 STAGES = ("m1", "vae", "m2")
 #: The one stage-seed table (see the module docstring).
@@ -107,8 +107,9 @@ def sampler_validation(table: UserTable, num_categories: int, ks=VALID_KS) -> Va
     def validate(sampler: nn.Module) -> dict[str, float]:
         values = evaluate_epoch(TrainStep(sampler), loader)
         top = min(max(ks), num_categories)
-        ranked = [sampler.score(b)[:, 1:].topk(top, -1).indices.numpy() + 1  # type: ignore[operator]
-                  for b in loader]
+        device = device_of(sampler)
+        ranked = [sampler.score(b.to(device))[:, 1:]  # type: ignore[operator]
+                  .topk(top, -1).indices.cpu().numpy() + 1 for b in loader]
         return {**values, **ranking_metrics(np.concatenate(ranked), table.future, ks)}
 
     return validate
@@ -121,10 +122,12 @@ def scorer_validation(table: CandidateTable, ks=VALID_KS) -> Validate:
     @torch.no_grad()
     def validate(scorer: nn.Module) -> dict[str, float]:
         values = evaluate_epoch(TrainStep(scorer), loader)
+        device = device_of(scorer)
         ranked = []
         for batch in loader:
+            batch = batch.to(device)
             s = scorer.score_batch(batch).masked_fill(~batch.candidate_mask, -1.0)  # type: ignore[operator]
-            ranked.append(batch.candidates.gather(1, s.argsort(-1, descending=True)).numpy())
+            ranked.append(batch.candidates.gather(1, s.argsort(-1, descending=True)).cpu().numpy())
         return {**values, **ranking_metrics(np.concatenate(ranked), table.users.future, ks)}
 
     return validate

@@ -66,6 +66,8 @@ def test_contract_and_keys_through_serve(graph, bundles, synthetic, post, api_ke
     anonymous = httpx.post(url + "/v1/recommendations", json={"user_id": "1"})
     assert anonymous.status_code == 401 and "www-authenticate" in anonymous.headers
     assert httpx.get(url + "/metrics").status_code == 401
+    page = httpx.get(url + "/")  # the live page is public on this host too
+    assert page.status_code == 200 and 'id="key"' in page.text
 
 
 async def _load(url: str, headers: dict, stop: asyncio.Event, users: list[str],

@@ -101,6 +101,11 @@ def _healthz(port: int) -> tuple[int, dict]:
         return 0, {}
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        return response.read().decode()
+
+
 def test_the_deploy_command_line_runs_the_worker(tmp_path, production) -> None:
     from features.store import open_store
     from streaming.events import EventProducer
@@ -136,6 +141,8 @@ def test_the_deploy_command_line_runs_the_worker(tmp_path, production) -> None:
                      "the deployed worker's features in Redis")
             status, body = _healthz(port)
             assert status == 200 and body["alive"] and body["last_beat_s"] < 5
+            applied = f'ccrec_stream_records_total{{outcome="applied"}} {float(len(events))}'
+            wait_for(lambda: applied in _metrics(port), 30, "the worker's metrics")
             worker.send_signal(signal.SIGTERM)
             stdout, _ = worker.communicate(timeout=60)
         finally:

@@ -1,0 +1,176 @@
+"""A trained cascade's stages as traced graphs: the same ops without the Python around them.
+
+A one-user request through the eager cascade is about 150 small torch ops;
+most of its time is Python (module calls, the Transformer's fast-path
+checks, each op dispatched from the interpreter), not arithmetic.
+:func:`fast_stages` records each stage once with ``torch.jit.trace``, freezes
+its weights into the graph, and checks it against the eager stage on probe
+inputs of several shapes (batch sizes 1 and 5, empty, short and full pasts,
+several candidate widths): a traced stage is used only if every probe output
+is bitwise equal to the eager one. Otherwise, or if tracing fails, the eager
+stage serves and a warning says why. Either way the scores are the eager
+model's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ccrec.models.cascade import CCRec, candidates_from_m1
+
+log = logging.getLogger(__name__)
+
+#: Batch sizes, past lengths and seeds of the probe inputs a traced stage must reproduce.
+PROBE_BATCHES = ((1, 0), (1, 3), (5, 1))
+
+
+class _Cascade(nn.Module):
+    """``CCRec.score_tensors`` as a module's forward (what tracing records)."""
+
+    def __init__(self, model: CCRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, past: Tensor, profiles: Tensor, features: Tensor) -> Tensor:
+        return self.model.score_tensors(past, profiles, features)
+
+
+class _Embed(nn.Module):
+    """The VAE's embeddings of the past category interactions, as a forward."""
+
+    def __init__(self, model: CCRec) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, features: Tensor, profiles: Tensor, past: Tensor) -> Tensor:
+        assert self.encoder is not None
+        return self.encoder.embed(features, profiles, past)
+
+
+class _Score(nn.Module):
+    """M2 over the candidates; without VAE embeddings when the scorer ignores them."""
+
+    def __init__(self, model: CCRec) -> None:
+        super().__init__()
+        self.scorer = model.scorer
+
+    def forward(self, past: Tensor, emb: Tensor, cands: Tensor, m1: Tensor) -> Tensor:
+        return self.scorer(past, emb if self.scorer.config.use_vae else None, cands, m1)
+
+
+@dataclass
+class Stages:
+    """The callables :class:`ccrec.bundle.CascadeRecommender` runs, traced or eager.
+
+    Args:
+        sampler: M1, past [B, k] → log-probabilities [B, C+1].
+        embed: VAE μ of each past CI, (f_t [B, F], π [B, k, P], past [B, k]) → [B, k, E].
+        scorer: M2, (past, embeddings, candidates [B, R], y^{M1} [B, R]) → [B, R].
+        cascade: the one-call cascade, (past, π, f_t) → [B, C+1].
+        traced: the names of the stages that run traced.
+    """
+
+    sampler: Callable[..., Tensor]
+    embed: Callable[..., Tensor]
+    scorer: Callable[..., Tensor]
+    cascade: Callable[..., Tensor]
+    traced: tuple[str, ...] = ()
+
+
+def _probes(model: CCRec, max_past: int, profile_dim: int, cardinalities: list[int]
+            ) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """(past, π, f_t) probe inputs: every row a different past length, 0 to k."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for batch, shortest in PROBE_BATCHES:
+        lengths = [min(max_past, shortest + 2 * i) for i in range(batch)]
+        if batch > 1:
+            lengths[-1] = max_past
+        past = torch.zeros(batch, max_past, dtype=torch.long)
+        profiles = torch.zeros(batch, max_past, profile_dim)
+        for i, n in enumerate(lengths):
+            past[i, :n] = torch.randint(1, model.num_categories + 1, (n,), generator=gen)
+            profiles[i, :n] = torch.rand(n, profile_dim, generator=gen)
+        features = torch.stack([torch.randint(0, max(c, 1), (batch,), generator=gen)
+                                for c in cardinalities], 1) if cardinalities else \
+            torch.zeros(batch, 0, dtype=torch.long)
+        out.append((past, profiles, features))
+    return out
+
+
+def _trace(name: str, module: nn.Module, probes: list[tuple[Tensor, ...]]
+           ) -> Callable[..., Tensor] | None:
+    """``module`` traced on the first probe, frozen, and checked on all; None if it
+    cannot be traced or any probe's output differs from the eager module's."""
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # tracing warns that it is deprecated and that C (a constant per bundle)
+            # is read as a Python number; the probes below are the check that counts
+            warnings.simplefilter("ignore")
+            graph = torch.jit.freeze(torch.jit.trace(module.eval(), probes[0],
+                                                     check_trace=False))
+        with torch.inference_mode():
+            for args in probes:
+                if not torch.equal(graph(*args), module(*args)):
+                    log.warning("the traced %s differs from the eager one; serving eager", name)
+                    return None
+    except Exception as exc:  # noqa: BLE001 - any tracing failure leaves the eager stage
+        log.warning("the %s could not be traced (%s: %s); serving eager", name,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    return graph
+
+
+def eager_stages(model: CCRec) -> Stages:
+    """The model's own modules (no tracing)."""
+    score = _Score(model)
+    return Stages(sampler=model.sampler, embed=_Embed(model) if model.encoder else _no_encoder,
+                  scorer=score, cascade=model.score_tensors)
+
+
+def _no_encoder(*args: Tensor) -> Tensor:
+    raise RuntimeError("this cascade has no VAE encoder")
+
+
+def fast_stages(model: CCRec, max_past: int, profile_dim: int,
+                cardinalities: list[int]) -> Stages:
+    """Each stage of ``model`` traced where that reproduces it exactly (see the module doc).
+
+    Args:
+        model: the cascade, in eval mode.
+        max_past: k.
+        profile_dim: P.
+        cardinalities: the vocabulary size of each f_t column.
+    """
+    stages = eager_stages(model)
+    probes = _probes(model, max_past, profile_dim, cardinalities)
+    traced = []
+    with torch.inference_mode():
+        scorer_probes = []
+        for past, profiles, features in probes:
+            log_probs = model.sampler(past)
+            cands, m1 = candidates_from_m1(log_probs, past, model.candidate_config)
+            emb = model.encoder.embed(features, profiles, past) if model.encoder else \
+                torch.zeros(len(past), max_past, 1)
+            for width in (cands.shape[1], 3):  # a batch's width is its longest shortlist
+                scorer_probes.append((past, emb, cands[:, :width], m1[:, :width]))
+    candidates: list[tuple[str, nn.Module, list[tuple[Tensor, ...]]]] = [
+        ("sampler", model.sampler, [(p,) for p, _, _ in probes]),
+        ("scorer", _Score(model), scorer_probes),
+        ("cascade", _Cascade(model), probes),
+    ]
+    if model.encoder is not None:
+        candidates.append(("embed", _Embed(model), [(f, pr, p) for p, pr, f in probes]))
+    for name, module, args in candidates:
+        graph = _trace(name, module, args)
+        if graph is not None:
+            setattr(stages, name, graph)
+            traced.append(name)
+    stages.traced = tuple(traced)
+    return stages

@@ -1,0 +1,93 @@
+"""The traced cascade answers exactly as the eager one, and a stage that cannot be traced
+faithfully stays eager."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from ccrec.bundle import CascadeRecommender, UserRequest
+from ccrec.config import load
+from ccrec.inference import _trace
+from ccrec.models.cascade import CascadeConfig, CCRec
+from ccrec.models.encoder import CategoryVAE
+from ccrec.models.sampler import MLESampler
+from ccrec.models.scorer import PrecisionScorer
+from tests.serve.untrained import DEBUG_CONFIG
+
+C, CARDS, ITEMS = 9, {"age": ["?", "a", "b"], "job": ["?", "x", "y", "z"]}, 60
+
+
+def _recommenders(use_vae: bool = True) -> tuple[CascadeRecommender, CascadeRecommender]:
+    config = load(CascadeConfig, DEBUG_CONFIG, [])
+    config = dataclasses.replace(config, scorer=dataclasses.replace(config.scorer,
+                                                                    use_vae=use_vae))
+    torch.manual_seed(3)
+    encoder = CategoryVAE([len(v) for v in CARDS.values()], C, config.encoder)
+    model = CCRec(MLESampler(C, config.max_past, config.sampler), encoder if use_vae else None,
+                  PrecisionScorer(C, encoder.latent_dim if use_vae else 0, config.scorer),
+                  config.candidates).eval()
+    vocab = {"categories": [""] + [f"c{i}" for i in range(1, C + 1)], "user_features": CARDS,
+             "num_items": ITEMS}
+    return (CascadeRecommender(model, vocab, config, fast=True),
+            CascadeRecommender(model, vocab, config, fast=False))
+
+
+def _users(n: int, seed: int = 0) -> list[UserRequest]:
+    """Pasts of every length from 1 to beyond k, item lists, features (0 = unknown)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        past = [rng.randint(1, C) for _ in range(1 + i % 8)]
+        items = [[rng.randint(1, ITEMS) for _ in range(rng.randint(0, 4))] for _ in past]
+        out.append(UserRequest(past, items, [rng.randint(0, 2), rng.randint(0, 3)]))
+    return out
+
+
+@pytest.mark.parametrize("use_vae", [True, False])
+def test_traced_cascade_answers_bit_for_bit_as_the_eager_one(use_vae):
+    fast, eager = _recommenders(use_vae)
+    assert set(fast.stages.traced) == {"sampler", "scorer", "cascade"} | (
+        {"embed"} if use_vae else set())
+    assert eager.stages.traced == ()
+    users = _users(24)
+    for batch in ([users[0]], users[:5], users):  # one user, a small and a full batch
+        assert torch.equal(fast.scores(batch), eager.scores(batch))
+        k = [1 + i % 4 for i in range(len(batch))]
+        exclude = [{batch[i].past_categories[0]} if i % 3 == 0 else set()
+                   for i in range(len(batch))]
+        sampled = fast.sample(batch, k, exclude)
+        assert sampled == eager.sample(batch, k, exclude)
+        assert fast.score(batch, sampled, k) == eager.score(batch, sampled, k)
+    for user in users:
+        assert fast.recommend(user.past_categories, user.past_items, user.user_features, k=4,
+                              exclude=[3]) == \
+            eager.recommend(user.past_categories, user.past_items, user.user_features, k=4,
+                            exclude=[3])
+
+
+class _Branchy(nn.Module):
+    """A forward whose Python branch on the data a trace would freeze."""
+
+    def forward(self, x):
+        return x * 2 if bool(x.sum() > 0) else x * 3
+
+
+class _Broken(nn.Module):
+    def forward(self, x):
+        raise ValueError("no")
+
+
+def test_a_stage_whose_trace_does_not_generalise_stays_eager(caplog):
+    probes = [(torch.ones(2, 3),), (-torch.ones(4, 3),)]
+    assert _trace("branchy", _Branchy(), probes) is None
+    assert "differs from the eager one" in caplog.text
+    assert _trace("broken", _Broken(), probes) is None
+    assert "could not be traced (ValueError: no)" in caplog.text
+    graph = _trace("double", _Branchy(), [(torch.ones(2, 3),), (torch.full((5, 1), 2.0),)])
+    assert graph is not None
+    assert torch.equal(graph(torch.full((1, 2), 3.0)), torch.full((1, 2), 6.0))
