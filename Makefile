@@ -23,7 +23,7 @@ browser:
 	      chromium chromium-driver; }
 
 demo: $(STAMP)
-	$(BIN)/ccrec demo --insecure-dev
+	CCREC_CONSOLE=clean $(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra

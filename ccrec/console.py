@@ -1,10 +1,14 @@
 """The console of every ``ccrec`` command: our own lines on the terminal, everything
 else in a log file.
 
-:func:`setup` (called once by the ``ccrec`` entry point, and so by ``make demo``):
+:func:`setup` (called once by the ``ccrec`` entry point, and so by ``make demo``)
+gives a person at a terminal the *clean console* (``CCREC_CONSOLE=clean`` asks
+for it anywhere, ``make demo`` and the tests do; ``CCREC_CONSOLE=plain`` turns it
+off):
 
 * every log record goes to a log file, ``runs/logs/ccrec-<time>-<pid>.log``
-  (``$CCREC_LOG_DIR`` overrides the folder); long commands print its path
+  (``$CCREC_LOG_DIR`` sets the folder; the temporary folder when the working
+  directory is read-only); commands that start Ray print its path
   (:func:`announce`), and so does an unexpected error, whose traceback is there;
 * the terminal shows the records of CCRec's own packages (:data:`OWN`) at INFO
   and above, as plain lines, and what the commands print themselves
@@ -16,8 +20,9 @@ else in a log file.
   :data:`console` keep writing to the terminal through duplicates of the
   original descriptors.
 
-With ``--verbose`` nothing is redirected: the libraries' records (at DEBUG) and
-warnings reach the terminal as well as the file.
+With ``--verbose`` nothing is redirected and every record (at DEBUG) and warning
+reaches the terminal. A service (stderr not a terminal: a container, a pipe)
+gets every INFO record on stderr, where its platform collects logs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import io
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +42,9 @@ from rich.markup import escape
 OWN = ("ccrec", "demo", "serve", "streaming", "tune", "features", "benchmarks")
 #: Environment variable naming the log folder.
 LOG_DIR_ENV = "CCREC_LOG_DIR"
+#: Environment variable choosing the console: ``clean`` or ``plain`` (default: clean on a
+#: terminal).
+CONSOLE_ENV = "CCREC_CONSOLE"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _state: dict = {}
@@ -119,34 +128,68 @@ def _redirectable() -> bool:
         return False
 
 
+def clean_wanted() -> bool:
+    """The clean console is for people: on when stderr is a terminal, or when
+    ``CCREC_CONSOLE=clean`` (``make demo``, tests); ``CCREC_CONSOLE=plain`` turns it off.
+    Services in containers keep every line on stderr, where their platform collects it."""
+    mode = os.environ.get(CONSOLE_ENV, "").lower()
+    if mode in ("clean", "plain"):
+        return mode == "clean"
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False
+
+
+def _open_log() -> tuple[Path, io.TextIOWrapper] | None:
+    """The log file, in :func:`log_dir` or else the temporary folder (a read-only
+    working directory); None when neither can be written."""
+    name = f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (log_dir(), Path(tempfile.gettempdir()) / "ccrec-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / name).resolve()
+            return path, open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            continue
+    return None
+
+
 def setup(verbose: bool = False) -> Path | None:
-    """Route logs, warnings and descriptors 1/2 as the module docstring says; returns the
-    log file's path. Only the first call configures; later ones return the path. Under a
-    test runner's output capture (sys.stdout/sys.stderr are not descriptors 1 and 2) it
-    configures nothing and returns None."""
-    if "path" in _state or not _redirectable():
+    """Configure the console once per process; returns the log file's path, if any.
+
+    * The clean console (:func:`clean_wanted`, not ``verbose``): everything as the
+      module docstring says.
+    * ``verbose``: every record at DEBUG and every warning on stderr.
+    * Otherwise (a service, a pipe): every record at INFO on stderr, with time, level
+      and logger.
+
+    Under a test runner's output capture (sys.stdout/sys.stderr are not descriptors 1
+    and 2) it configures nothing.
+    """
+    if "configured" in _state or not _redirectable():
         return _state.get("path")
-    _state["verbose"] = verbose
-    folder = log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log").resolve()
-    log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (process-long)
-    _state.update(path=path, file=log_file)
-    if not verbose:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        stdout, stderr = _duplicate(1, sys.stdout), _duplicate(2, sys.stderr)
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-        sys.stdout, sys.stderr = stdout, log_file
-        _state["terminal"] = stderr
+    _state.update(configured=True, verbose=verbose)
+    opened = _open_log() if clean_wanted() and not verbose else None
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    level = logging.DEBUG if verbose else logging.INFO
-    root.setLevel(level)
+    if opened is None:
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                            format=FILE_FORMAT, stream=sys.stderr)
+        return None
+    path, log_file = opened
+    _state.update(path=path, file=log_file)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    stdout, stderr = _duplicate(1, sys.stdout), _duplicate(2, sys.stderr)
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    sys.stdout, sys.stderr = stdout, log_file
+    _state["terminal"] = stderr
+    root.setLevel(logging.INFO)
     to_file = logging.StreamHandler(log_file)
-    to_file.setLevel(level)  # a library logger set to DEBUG stays out unless --verbose
+    to_file.setLevel(logging.INFO)  # a library logger set to DEBUG stays out
     to_file.setFormatter(logging.Formatter(FILE_FORMAT))
     root.addHandler(to_file)
     to_terminal = logging.StreamHandler(terminal)
@@ -190,8 +233,7 @@ def report_failure(exc: BaseException) -> None:
     import traceback
 
     log_file = _state.get("file")
-    if log_file is not None:
-        traceback.print_exception(exc, file=log_file)
-        log_file.flush()
+    traceback.print_exception(exc, file=log_file or sys.stderr)
+    (log_file or sys.stderr).flush()
     where = f" (traceback in {_state['path']})" if log_file is not None else ""
     console.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}{where}')}")
