@@ -133,8 +133,10 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             url = f"http://127.0.0.1:{direct_port}"
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
+            online = _online_accuracy(loop)
             _step(6, started)
             user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
+            _print_online_accuracy(online, out)
             page = f"{url}/?{urlencode({'user': user, 'item': item})}"
             console.print(f"      live page: [bold]{page}[/]")
             if not no_wait and sys.stdin.isatty():
@@ -256,6 +258,34 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
     path = out / "replay.md"
     path.write_text("\n".join(lines) + "\n")
     return user, vocab["items"][events[-1][1]], path
+
+
+def _online_accuracy(loop):
+    """The online accuracy consumer on the demo's broker: each new category interaction
+    joined with the answer served before it (streaming/online_accuracy.py)."""
+    from streaming.online_accuracy import JoinConfig, OnlineAccuracy, log_dir
+
+    consumer = OnlineAccuracy(loop.settings, log_dir(loop.feast_root), JoinConfig(grace_s=0.5),
+                              auto_offset_reset="earliest", max_poll_interval_ms=4000,
+                              session_timeout_ms=4000, heartbeat_interval_ms=500)
+    consumer.start()
+    return consumer
+
+
+def _print_online_accuracy(consumer, out: Path) -> None:
+    """What `ccrec report online` prints: online accuracy per model version, and its plot."""
+    from ccrec.online import format_table, load_log, online_plot, online_table
+
+    time.sleep(1.0)  # the last click's join waits for impressions still on their way
+    consumer.stop()
+    rows = load_log(consumer.out_dir)
+    if rows.empty:
+        console.print("      online accuracy: no click joined with an answer yet")
+        return
+    console.print("      online accuracy of the served model (each click's category against "
+                  "the answer served just before it; 95 % bootstrap intervals):")
+    click.echo(format_table(online_table(rows)))
+    online_plot(rows, out / "online_accuracy.png")
 
 
 def _names(answer: dict, k: int) -> list[str]:
