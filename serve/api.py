@@ -144,6 +144,8 @@ class RecommendationResponse(BaseModel):
     cold_start_strategy: ColdStart | None = Field(
         description="What answered a cold user: profile (the cascade on the user's known "
                     "profile) or popularity; null for warm users.")
+    request_id: str = Field(description="This answer's id in the impression log "
+                                        "(Kafka topic ccrec.recommendations).")
 
 
 class EventAccepted(BaseModel):
@@ -291,6 +293,7 @@ def _answer(rec: Recommendation) -> RecommendationResponse:
                            if rec.feature_timestamp else None),
         cold_start=ranked.cold_start is not None,
         cold_start_strategy=ranked.cold_start,
+        request_id=rec.request_id,
     )
 
 
