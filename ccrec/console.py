@@ -16,9 +16,9 @@ off):
 * file descriptors 1 and 2 go to the log file, and so does ``sys.stderr``: what
   native code and child processes write (Ray's core worker and raylet, the
   broker), the libraries' own handlers, warnings and progress bars, and a
-  library's traceback at exit all land there. ``sys.stdout`` and
-  :data:`console` keep writing to the terminal through duplicates of the
-  original descriptors.
+  library's traceback at exit all land there. ``sys.stdout`` (but for Ray's
+  background threads) and :data:`console` keep writing to the terminal through
+  duplicates of the original descriptors.
 
 With ``--verbose`` nothing is redirected and every record (at DEBUG) and warning
 reaches the terminal. A service (stderr not a terminal: a container, a pipe)
@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -99,7 +100,10 @@ class _OwnRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _state.get("verbose"):
             return True
-        return record.name.split(".", 1)[0] in OWN and record.levelno >= logging.INFO
+        if record.name.split(".", 1)[0] not in OWN or record.levelno < logging.INFO:
+            return False
+        return record.levelno >= logging.WARNING or not any(
+            record.name == m or record.name.startswith(m + ".") for m in _state.get("muted", ()))
 
 
 class _Plain(logging.Formatter):
@@ -110,6 +114,36 @@ class _Plain(logging.Formatter):
         if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
         return text
+
+
+class _Stdout(io.TextIOBase):
+    """``sys.stdout`` of the clean console: the terminal, except for Ray's background
+    threads (named ``ray_…``; the driver's error listener prints the raylet's messages,
+    such as a failed ServeController.graceful_shutdown, to stdout), whose lines go to the
+    log file."""
+
+    def __init__(self, terminal: io.TextIOWrapper, log_file) -> None:
+        self._terminal, self._log = terminal, log_file
+
+    def _target(self):
+        return self._log if threading.current_thread().name.startswith("ray_") else self._terminal
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._terminal.flush()
+        self._log.flush()
+
+    def isatty(self) -> bool:
+        return self._terminal.isatty()
+
+    def fileno(self) -> int:
+        return self._terminal.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._terminal.encoding
 
 
 def _duplicate(fd: int, like) -> io.TextIOWrapper:
@@ -185,7 +219,7 @@ def setup(verbose: bool = False) -> Path | None:
     stdout, stderr = _duplicate(1, sys.stdout), _duplicate(2, sys.stderr)
     os.dup2(log_file.fileno(), 1)
     os.dup2(log_file.fileno(), 2)
-    sys.stdout, sys.stderr = stdout, log_file
+    sys.stdout, sys.stderr = _Stdout(stdout, log_file), log_file
     _state["terminal"] = stderr
     root.setLevel(logging.INFO)
     to_file = logging.StreamHandler(log_file)
@@ -219,6 +253,12 @@ def quiet_libraries() -> None:
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+
+
+def mute(*names: str) -> None:
+    """Keep these loggers' INFO records off the terminal (the log file still has them): a
+    command that runs a part in the background, as the demo runs the stream worker."""
+    _state["muted"] = (*_state.get("muted", ()), *names)
 
 
 def announce() -> None:

@@ -9,6 +9,7 @@ warns, and writes to file descriptor 2 from outside Python's streams (as native 
 and child processes do).
 """
 
+import logging
 import os
 import subprocess
 import sys
@@ -35,6 +36,11 @@ def noisy(**kwargs):
     warnings.warn("library deprecation", DeprecationWarning, stacklevel=1)
     warnings.warn("library user warning", UserWarning, stacklevel=1)
     os.write(2, b"core_worker.cc:1 native line\\n")
+    import threading
+    raylet = threading.Thread(name="ray_listen_error_messages",
+                              target=lambda: print("(raylet) graceful_shutdown failed: retried"))
+    raylet.start()
+    raylet.join()
     logging.getLogger("ccrec.data").info("our own line")
     check(**kwargs)
     if os.environ.get("NOISY_RAY"):
@@ -46,7 +52,8 @@ cli.main()
 """
 
 LIBRARY_LINES = ("library line: connected", "graceful_shutdown failed", "library deprecation",
-                 "library user warning", "core_worker.cc:1 native line")
+                 "library user warning", "core_worker.cc:1 native line",
+                 "(raylet) graceful_shutdown failed: retried")
 
 
 def run(tmp_path, *flags, fail=False, console="clean", ray_address=""):
@@ -83,7 +90,7 @@ def test_verbose_shows_the_libraries_too(tmp_path):
     done, _ = run(tmp_path, "--verbose")
     assert done.returncode == 0, done.stderr
     for line in LIBRARY_LINES:
-        assert line in done.stderr
+        assert line in done.stdout + done.stderr
 
 
 def test_a_service_keeps_every_line_on_stderr(tmp_path):
@@ -96,6 +103,7 @@ def test_a_service_keeps_every_line_on_stderr(tmp_path):
                  "library line: graceful_shutdown failed",
                  "core_worker.cc:1 native line", "INFO ccrec.data: our own line"):
         assert line in done.stderr
+    assert "(raylet) graceful_shutdown failed: retried" in done.stdout
 
 
 @pytest.mark.parametrize("flags", [(), ("-v",)])
@@ -121,3 +129,19 @@ def test_a_read_only_log_folder_falls_back_to_the_temporary_folder(tmp_path, mon
     path, stream = console._open_log()
     stream.close()
     assert path.parent == (tmp_path / "tmp" / "ccrec-logs").resolve()
+
+
+def test_a_muted_part_keeps_its_info_lines_off_the_terminal():
+    from ccrec import console
+
+    keep = console._OwnRecords()
+    record = lambda name, level: logging.LogRecord(name, level, "", 0, "m", None, None)  # noqa: E731
+    try:
+        console.mute("streaming")
+        assert not keep.filter(record("streaming.worker", logging.INFO))
+        assert keep.filter(record("streaming.worker", logging.WARNING))
+        assert keep.filter(record("ccrec.train.progress", logging.INFO))
+        assert not keep.filter(record("kafka.conn", logging.WARNING))
+        assert not keep.filter(record("streamingx", logging.INFO))
+    finally:
+        console._state.pop("muted", None)
