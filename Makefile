@@ -26,7 +26,7 @@ demo: $(STAMP)
 	CCREC_CONSOLE=clean $(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
