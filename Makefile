@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench bench-gpu_check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,16 +23,34 @@ browser:
 	      chromium chromium-driver; }
 
 demo: $(STAMP)
-	$(BIN)/ccrec demo --insecure-dev
+	CCREC_CONSOLE=clean $(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/prepare.py
+# `make bench` runs every benchmark; `make bench-NAME` runs benchmarks.NAME alone. Each
+# writes benchmarks/results/NAME.json (replaced only when the run succeeds), then the goals
+# table in docs/performance.md is redrawn from those files.
+BENCHMARKS := prepare train_speed inference train_scaling serve stream chaos elastic \
+              $(if $(wildcard benchmarks/continual.py),continual)
+
+bench: $(addprefix bench-,$(BENCHMARKS)) bench-gpu_check
+	$(BIN)/python -m benchmarks.goals --write docs/performance.md
+
+bench-%: $(STAMP)
+	$(BIN)/python -m benchmarks.$* > benchmarks/results/$*.json.part \
+	  || { rm -f benchmarks/results/$*.json.part; exit 1; }
+	mv benchmarks/results/$*.json.part benchmarks/results/$*.json
+
+# Status 2: no CUDA device here; gpu_check.json is left as it is (docs: "not run").
+bench-gpu_check: $(STAMP)
+	@$(BIN)/python -m benchmarks.gpu_check > benchmarks/results/gpu_check.json.part; \
+	  rc=$$?; if [ $$rc -eq 0 ]; then mv benchmarks/results/gpu_check.json.part \
+	  benchmarks/results/gpu_check.json; else rm -f benchmarks/results/gpu_check.json.part; \
+	  [ $$rc -eq 2 ] || exit $$rc; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

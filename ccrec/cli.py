@@ -16,7 +16,7 @@ import click
 from rich.markup import escape
 
 from ccrec.config import ConfigError
-from ccrec.console import console, report_failure, terminal
+from ccrec.console import announce, console, report_failure, terminal
 from ccrec.console import setup as setup_console
 from ccrec.data.fetch import FetchError
 from ccrec.data.prepare import PrepareError
@@ -113,12 +113,40 @@ def _ray_options(f):
     return f
 
 
+def _plugin(group: str, name: str):
+    """The object registered as ``name`` in the entry-point ``group`` (a system package's)."""
+    for entry in entry_points(group=group):
+        if entry.name == name:
+            return entry.load()
+    raise click.ClickException(f"{name!r} is not installed (entry point group {group})")
+
+
+def _source_options(f):
+    """Where ``ccrec train`` reads its examples (see docs/training.md)."""
+    for option in reversed([
+        click.option("--source", type=click.Choice(["prepared", "feast"]), default="prepared",
+                     show_default=True,
+                     help="The prepared data set, or the same task rebuilt from the Feast "
+                          "offline log the stream worker writes (point in time)."),
+        click.option("--feast-root", default="features", show_default=True,
+                     help="--source feast: the feature store's root directory."),
+        click.option("--feast-env", default="sqlite", show_default=True,
+                     help="--source feast: the Feast environment (sqlite, redis, production)."),
+        click.option("--feast-project", default=None,
+                     help="--source feast: the Feast project (default: the environment's)."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @_training_options
 @click.option("--out", default=None, help="Bundles root (default runs/bundles/<dataset>).")
+@_source_options
 @_ray_options
 def train(dataset: str, category_level: str | None, config_path: str | None,
-          overrides: tuple[str, ...], threads: int, out: str | None, **ray_options) -> None:
+          overrides: tuple[str, ...], threads: int, out: str | None, source: str,
+          feast_root: str, feast_env: str, feast_project: str | None, **ray_options) -> None:
     """Train the cascade (M1 → VAE → M2) on Ray Train (or --local) and write a model bundle."""
     from pathlib import Path
 
@@ -131,14 +159,37 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     torch.set_num_threads(threads)
     with console.status(f"preparing {dataset}"):
         path = ensure_prepared(dataset, category_level)
+    if source == "feast":
+        from_store = _plugin("ccrec.sources", "feast")
+        with console.status(f"building {path.name}'s examples from the Feast offline log"):
+            path = from_store(path, Path(feast_root), feast_env, feast_project)
     config = _cascade_config(path.name, config_path, overrides)
     bundles_root = Path(out or f"runs/bundles/{path.name}")
     if ray_options.pop("use_ray"):
         from ccrec.train.run import train_with_ray
 
+        announce()
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
     click.echo(train_and_bundle(path, config, bundles_root).path)  # the log line has the metrics
+
+
+@cli.command()
+@click.option("--bundles", "bundles_root", required=True,
+              help="The bundles root whose `current` serving follows.")
+def rollback(bundles_root: str) -> None:
+    """Serve the previous bundle again (`current` and `previous` swap)."""
+    from pathlib import Path
+
+    from ccrec.registry import Registry, RegistryError
+
+    registry = Registry(Path(bundles_root))
+    served = registry.current
+    try:
+        back = registry.rollback()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"serving {back} (was {served})")
 
 
 def _evaluation_rows(models: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

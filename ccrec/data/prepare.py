@@ -134,8 +134,16 @@ class PrepareError(ValueError):
     """The data cannot be prepared with this configuration."""
 
 
-def _encode(values: pd.Series, start: int) -> tuple[np.ndarray, list[str]]:
-    """Integer codes by descending frequency (ties by value), from ``start``."""
+def _encode(values: pd.Series, start: int,
+            codes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Integer codes by descending frequency (ties by value), from ``start``; or, given
+    ``codes`` (a vocabulary, index = code), those codes."""
+    if codes is not None:
+        lookup = pd.Series(np.arange(len(codes)), index=codes)
+        unknown = values[~values.isin(lookup.index)]
+        if len(unknown):
+            raise PrepareError(f"{unknown.iloc[0]!r} is not in the given vocabulary")
+        return lookup.loc[values].to_numpy(np.int64), list(codes[start:])
     counts = values.value_counts()
     vocab = sorted(counts.index, key=lambda v: (-counts[v], v))
     mapping = pd.Series(np.arange(start, start + len(vocab)), index=vocab)
@@ -277,16 +285,23 @@ def prepare(
     category_level: str | None = None,
     out_dir: Path | None = None,
     raw: RawData | None = None,
+    vocab: dict | None = None,
 ) -> Path:
-    """Prepare ``dataset`` and return the prepared directory."""
+    """Prepare ``dataset`` and return the prepared directory.
+
+    ``vocab`` (a ``vocab.json``, e.g. a served model's) keeps its item, category
+    and user-feature codes instead of coding them by frequency, so that a model of
+    that vocabulary can go on training on the result.
+    """
     config = config or default_config(dataset)
     raw = raw or load_dataset(dataset, category_level)
     name = prepared_name(dataset, category_level, config.future)
     out_dir = Path(out_dir or cache_dir() / "prepared" / name)
+    kept = vocab or {}
 
     users_code, users = _encode(raw.events["user_id"], 0)
-    items_code, items = _encode(raw.events["item_id"], 1)
-    cats_code, categories = _encode(raw.events["category_id"], 1)
+    items_code, items = _encode(raw.events["item_id"], 1, kept.get("items"))
+    cats_code, categories = _encode(raw.events["category_id"], 1, kept.get("categories"))
     coded = pd.DataFrame(
         {
             "user": users_code, "item": items_code, "category": cats_code,
@@ -298,10 +313,11 @@ def prepare(
     aligned = raw.user_features.reindex(users)
     for j, column in enumerate(raw.user_features.columns):
         values = aligned[column].fillna("").astype(str)
-        vocab = sorted(v for v in values.unique() if v != "")
-        lookup = pd.Series(np.arange(1, len(vocab) + 1), index=vocab)
+        known = kept.get("user_features", {}).get(column)
+        names = known[1:] if known else sorted(v for v in values.unique() if v != "")
+        lookup = pd.Series(np.arange(1, len(names) + 1), index=names)
         features[:, j] = lookup.reindex(values.to_numpy()).fillna(0).to_numpy(np.int64)
-        feature_vocab[column] = ["<unknown>", *vocab]
+        feature_vocab[column] = ["<unknown>", *names]
 
     cis = category_interactions(coded, config.sequence.window_seconds)
     users_kept = qualification(coded, cis, config, config.horizon)
@@ -334,11 +350,11 @@ def prepare(
     try:
         examples.to_parquet(staging / "examples.parquet", index=False)
         coded.to_parquet(staging / "events.parquet", index=False)
-        vocab = {
+        written = {
             "users": users, "items": ["<pad>", *items], "categories": ["<pad>", *categories],
             "user_features": feature_vocab,
         }
-        (staging / "vocab.json").write_text(json.dumps(vocab))
+        (staging / "vocab.json").write_text(json.dumps(written))
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
