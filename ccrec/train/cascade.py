@@ -72,8 +72,9 @@ def candidate_arrays(
 def embed_table(encoder: CategoryVAE | None, table: UserTable,
                 batch_size: int = 1024) -> np.ndarray:
     """μ of every past category interaction: [N, k, E] (E = 0 without an encoder)."""
-    if encoder is None:
-        return np.zeros((len(table), table.max_past, 0), np.float32)
+    if encoder is None or len(table) == 0:  # no encoder, or an empty split
+        width = 0 if encoder is None else encoder.latent_dim
+        return np.zeros((len(table), table.max_past, width), np.float32)
     encoder.eval()
     out = [
         encoder.embed(b.user_features, b.past_profiles, b.past_categories).numpy()
