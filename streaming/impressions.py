@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -210,12 +211,20 @@ class ImpressionLog:
 
 
 def impression_log_from_env(bootstrap_servers: str | None, enabled: bool,
-                            count: Callable[[str, int], None] | None = None
-                            ) -> ImpressionLog | None:
-    """The impression log of a host, or None: disabled, or no broker configured."""
+                            count: Callable[[str, int], None] | None = None,
+                            topic: str = IMPRESSIONS_TOPIC) -> ImpressionLog | None:
+    """The impression log of a host, or None: disabled, or no broker configured
+    (``bootstrap_servers`` None: ``$KAFKA_BOOTSTRAP_SERVERS``)."""
+    bootstrap_servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not enabled:
         return None
     if not bootstrap_servers:
         log.warning("impression log off: no Kafka bootstrap servers configured")
         return None
-    return ImpressionLog(KafkaSettings.from_env(bootstrap_servers), count=count)
+    return ImpressionLog(KafkaSettings.from_env(bootstrap_servers), count=count, topic=topic)
+
+
+def enabled_in_env() -> bool:
+    """``$CCREC_IMPRESSIONS``: on unless 0, false, off or no."""
+    return os.environ.get("CCREC_IMPRESSIONS", "1").strip().lower() not in ("0", "false",
+                                                                           "off", "no")

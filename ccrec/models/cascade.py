@@ -120,13 +120,15 @@ class CCRec(nn.Module):
         )
 
     def score_tensors(
-        self, past_categories: Tensor, past_profiles: Tensor, user_features: Tensor
+        self, past_categories: Tensor, past_profiles: Tensor | None,
+        user_features: Tensor | None, ci_embeddings: Tensor | None = None,
     ) -> Tensor:
-        # past_categories: [B, k]; past_profiles: [B, k, P]; user_features: [B, F]
+        # past_categories: [B, k]; past_profiles: [B, k, P]; user_features: [B, F];
+        # ci_embeddings: [B, k, E], the VAE's embeddings when computed already
         log_probs = self.sampler(past_categories)  # [B, C+1]
         cands, m1 = candidates_from_m1(log_probs, past_categories, self.candidate_config)
-        emb = None
-        if self.scorer.config.use_vae:
+        emb = ci_embeddings
+        if emb is None and self.scorer.config.use_vae:
             assert self.encoder is not None
             emb = self.encoder.embed(user_features, past_profiles, past_categories)  # [B, k, E]
         scores = self.scorer(past_categories, emb, cands, m1)  # [B, R]
