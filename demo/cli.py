@@ -265,7 +265,7 @@ def _online_accuracy(loop):
     joined with the answer served before it (streaming/online_accuracy.py)."""
     from streaming.online_accuracy import JoinConfig, OnlineAccuracy, log_dir
 
-    consumer = OnlineAccuracy(loop.settings, log_dir(loop.feast_root), JoinConfig(grace_s=0.5),
+    consumer = OnlineAccuracy(loop.settings, log_dir(loop.feast_root), JoinConfig(),
                               auto_offset_reset="earliest", max_poll_interval_ms=4000,
                               session_timeout_ms=4000, heartbeat_interval_ms=500)
     consumer.start()
