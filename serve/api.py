@@ -143,6 +143,8 @@ class RecommendationResponse(BaseModel):
     cold_start: bool = Field(description="True when the user has no known past interactions.")
     cold_start_strategy: ColdStart | None = Field(
         description="The prior that answered a cold user; null for warm users.")
+    request_id: str = Field(description="This answer's id in the impression log "
+                                        "(Kafka topic ccrec.recommendations).")
 
 
 class EventAccepted(BaseModel):
@@ -290,6 +292,7 @@ def _answer(rec: Recommendation) -> RecommendationResponse:
                            if rec.feature_timestamp else None),
         cold_start=ranked.cold_start is not None,
         cold_start_strategy=ranked.cold_start,
+        request_id=rec.request_id,
     )
 
 

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import torch
@@ -36,6 +36,13 @@ from ccrec.bundle import Candidates, CascadeRecommender, UserRequest
 from features.reader import UNKNOWN, FeatureReader, Popularity, UserFeatures
 from serve.metrics import Metrics
 from serve.runtime import ModelSlots, ModelStatus, Served
+from streaming.impressions import (
+    IMPRESSIONS_TOPIC,
+    Impression,
+    ImpressionLog,
+    impression_log_from_env,
+    new_request_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +141,14 @@ class Recommendation:
         feature_timestamp: epoch seconds of the latest event the features include.
         features_unavailable: the feature store did not answer; ``ranked`` is the
             cold-start prior (the bundle's popularity), a fallback.
+        request_id: unique per answer (the impression log's key).
     """
 
     user_id: str
     ranked: Ranked
     feature_timestamp: int | None
     features_unavailable: bool = False
+    request_id: str = field(default_factory=new_request_id)
 
 
 @dataclass(frozen=True)
@@ -250,6 +259,27 @@ class Pipeline:
         self.features = features
         self.sample, self.score, self.status = sample, score, status
         self.metrics = Metrics()
+        self.impressions: ImpressionLog | None = None
+
+    def log_impressions(self, bootstrap_servers: str | None, enabled: bool = True,
+                        topic: str = IMPRESSIONS_TOPIC) -> None:
+        """(Re)start the impression log of every answer (:mod:`streaming.impressions`),
+        or stop it (``enabled`` False, or no brokers)."""
+        if self.impressions is not None:
+            self.impressions.close(timeout=1.0)
+        counter = self.metrics.impressions
+        self.impressions = impression_log_from_env(
+            bootstrap_servers, enabled, lambda outcome, n: counter.labels(outcome).inc(n),
+            topic=topic)
+
+    def _served(self, rec: Recommendation) -> Recommendation:
+        """An answer about to be returned: into the impression log (never waits)."""
+        if self.impressions is not None:
+            r = rec.ranked
+            self.impressions.offer(Impression(rec.request_id, rec.user_id, r.version,
+                                              r.categories, r.scores, rec.feature_timestamp,
+                                              fallback=rec.features_unavailable))
+        return rec
 
     async def read_features(self, user_id: str) -> UserFeatures:
         if getattr(self.features, "in_memory", False):
@@ -265,7 +295,7 @@ class Pipeline:
             log.exception("feature store read failed")
             self.metrics.feature_errors.inc()
             ranked = await self.sample(SampleRequest(UNKNOWN.user, k, tuple(exclude)))
-            return Recommendation(user_id, ranked, None, features_unavailable=True)
+            return self._served(Recommendation(user_id, ranked, None, features_unavailable=True))
         t1 = time.perf_counter()
         latency.labels("features").observe(t1 - t0)
         if feats.last_timestamp:
@@ -283,7 +313,7 @@ class Pipeline:
             ranked = sampled
         self.metrics.recommendations.labels(ranked.cold_start or "warm").inc()
         self.metrics.set_model_version(ranked.version)
-        return Recommendation(user_id, ranked, feats.last_timestamp or None)
+        return self._served(Recommendation(user_id, ranked, feats.last_timestamp or None))
 
     async def ready(self) -> Readiness:
         try:
