@@ -215,8 +215,9 @@ class CandidateBatch(_Movable):
 
     Args:
         past_categories: [B, k] long, δ_t as in :class:`CategoryBatch`.
-        ci_embeddings: [B, k, E] float, the VAE embedding μ of each past
-            category interaction (zeros at padding); E may be 0.
+        ci_embeddings: [B, k+1, E] float, the VAE embedding μ of the user's
+            profile (slot 0) and of each past category interaction (slots 1..k,
+            zeros at padding); E may be 0.
         candidates: [B, R] long, r_t (0 = padding where a user has fewer).
         candidate_m1: [B, R] float, y^{M1}: M1's probability of each candidate.
         labels: [B, R] float, y: 1 if the candidate is a future category.

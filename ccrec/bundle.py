@@ -293,9 +293,10 @@ class CascadeRecommender:
                              self.profile_dim)
 
     def _embeddings(self, requests: Sequence[UserRequest], past: Tensor) -> Tensor:
-        """[B, k, E] VAE μ of the past CIs (zeros [B, k, 1] when M2 does not read them)."""
+        """[B, k+1, E] VAE μ of the profile and the past CIs (zeros [B, k+1, 1] when M2
+        does not read them)."""
         if not self.model.scorer.config.use_vae:
-            return torch.zeros(len(requests), self.max_past, 1)
+            return torch.zeros(len(requests), self.max_past + 1, 1)
         if self.embeddings is None:
             return self.stages.embed(self._features(requests), self._profiles(requests), past)
         return self.embeddings(past, [r.past_categories for r in requests],
@@ -356,6 +357,13 @@ class CascadeRecommender:
             ranked += [(t, p - 1.0) for t, p in zip(c.tail, c.tail_m1, strict=True)]
             out.append(ranked[: k[i]])
         return out
+
+    @property
+    def scores_profiles(self) -> bool:
+        """Whether M2 reads the VAE's profile embedding, so that a user with no past
+        but a known profile f_t gets a profile-based answer (``use_profile``)."""
+        config = self.model.scorer.config
+        return self.model.encoder is not None and config.use_vae and config.use_profile
 
     def popularity(self) -> Tensor:
         """[C+1] M1's probabilities on an empty history: the cold-start prior."""

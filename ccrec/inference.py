@@ -45,7 +45,8 @@ class _Cascade(nn.Module):
 
 
 class _Embed(nn.Module):
-    """The VAE's embeddings of the past category interactions, as a forward."""
+    """The VAE's embeddings of the profile and the past category interactions (M2's
+    [B, k+1, E] input, :meth:`~ccrec.models.encoder.CategoryVAE.user_embeddings`)."""
 
     def __init__(self, model: CCRec) -> None:
         super().__init__()
@@ -53,7 +54,7 @@ class _Embed(nn.Module):
 
     def forward(self, features: Tensor, profiles: Tensor, past: Tensor) -> Tensor:
         assert self.encoder is not None
-        return self.encoder.embed(features, profiles, past)
+        return self.encoder.user_embeddings(features, profiles, past)
 
 
 class _Score(nn.Module):
@@ -73,7 +74,8 @@ class Stages:
 
     Args:
         sampler: M1, past [B, k] → log-probabilities [B, C+1].
-        embed: VAE μ of each past CI, (f_t [B, F], π [B, k, P], past [B, k]) → [B, k, E].
+        embed: VAE μ of the profile and each past CI, (f_t [B, F], π [B, k, P],
+            past [B, k]) → [B, k+1, E].
         scorer: M2, (past, embeddings, candidates [B, R], y^{M1} [B, R]) → [B, R].
         cascade: the one-call cascade on given embeddings, (past, embeddings) → [B, C+1].
         traced: the names of the stages that run traced.
@@ -159,8 +161,8 @@ def fast_stages(model: CCRec, max_past: int, profile_dim: int,
         for past, profiles, features in probes:
             log_probs = model.sampler(past)
             cands, m1 = candidates_from_m1(log_probs, past, model.candidate_config)
-            emb = model.encoder.embed(features, profiles, past) if model.encoder else \
-                torch.zeros(len(past), max_past, 1)
+            emb = model.encoder.user_embeddings(features, profiles, past) if model.encoder \
+                else torch.zeros(len(past), max_past + 1, 1)
             cascade_probes.append((past, emb))
             for width in (cands.shape[1], 3):  # a batch's width is its longest shortlist
                 scorer_probes.append((past, emb, cands[:, :width], m1[:, :width]))
@@ -181,7 +183,9 @@ def fast_stages(model: CCRec, max_past: int, profile_dim: int,
 
 
 class EmbeddingCache:
-    """The VAE μ of each past category interaction (CI), kept by the CI's content.
+    """The VAE μ of each past category interaction (CI) and of the profile alone, kept
+    by content (the profile is kept as a CI of category 0 with no items: slot 0 of
+    M2's [B, k+1, E] input).
 
     A CI's embedding depends only on (f_t, its category, its items), so a user
     whose last k CIs are all held skips the VAE: a returning user's request
@@ -193,8 +197,8 @@ class EmbeddingCache:
     too, by at most as much.)
 
     Args:
-        embed: (f_t [B, F], π [B, k, P], past [B, k]) → [B, k, E], as
-            :meth:`ccrec.models.encoder.CategoryVAE.embed`.
+        embed: (f_t [B, F], π [B, k, P], past [B, k]) → [B, k+1, E], as
+            :meth:`ccrec.models.encoder.CategoryVAE.user_embeddings`.
         max_past: k; a longer past keeps its last k CIs (:func:`ccrec.batch.pad_sequences`).
         profile_dim: P.
         dim: E.
@@ -210,18 +214,19 @@ class EmbeddingCache:
 
     def __call__(self, past: Tensor, categories: Sequence[Sequence[int]],
                  items: Sequence[Sequence[Sequence[int]]], features: Tensor) -> Tensor:
-        """[B, k, E] embeddings of B users' last k CIs: ``past`` [B, k] as
+        """[B, k+1, E] embeddings of B users' profiles and last k CIs: ``past`` [B, k] as
         :func:`ccrec.batch.pad_sequences` pads ``categories``, their ``items`` lists,
         f_t ``features`` [B, F]."""
         k = self.max_past
-        out = torch.zeros(len(categories), k, self.dim)
+        out = torch.zeros(len(categories), k + 1, self.dim)
         held, missing = [], []  # (user, slot, row) of held CIs; users to embed
         for i, (cats, user_items) in enumerate(zip(categories, items, strict=True)):
             cats = list(cats)[max(len(cats) - k, 0):]
             user_items = list(user_items)[max(len(user_items) - k, 0):]
             feats = tuple(features[i].tolist())
-            keys = [(feats, int(c), tuple(user_items[j]) if j < len(user_items) else ())
-                    for j, c in enumerate(cats)]
+            keys = [(feats, 0, ())] + [  # slot 0: the profile
+                (feats, int(c), tuple(user_items[j]) if j < len(user_items) else ())
+                for j, c in enumerate(cats)]
             rows = [self.rows.get(key) for key in keys]
             if all(row is not None for row in rows):
                 held += [(i, j, row) for j, row in enumerate(rows)]
@@ -238,7 +243,7 @@ class EmbeddingCache:
             index = [i for i, _, _ in missing]
             emb = self.embed(features[index],
                              item_profiles([u for _, _, u in missing], k, self.profile_dim),
-                             past[index])  # [m, k, E]
+                             past[index])  # [m, k+1, E]
             out[index] = emb
             for (_, keys, _), user_emb in zip(missing, emb, strict=True):
                 self.rows.update(zip(keys, user_emb[:len(keys)].clone(), strict=True))

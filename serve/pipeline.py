@@ -5,8 +5,10 @@ payloads, so that a Serve replica wraps them in ``@serve.batch`` and the
 single-process host calls them directly:
 
 * :class:`SamplerStage` — :meth:`CascadeRecommender.sample`: a
-  :class:`Shortlist` (r_t with y^{M1} and the tail) for a warm user, the
-  cold-start :class:`Ranked` answer for a user with no past category interaction;
+  :class:`Shortlist` (r_t with y^{M1} and the tail) for a warm user, and for a
+  newcomer whose profile f_t is known when the bundle scores profiles (M2
+  ranks by the VAE's profile embedding); the cold-start :class:`Ranked`
+  popularity answer for any other user with no past category interaction;
 * :class:`ScorerStage` — :meth:`CascadeRecommender.score`: the ranked top k.
 
 :class:`Pipeline` runs one request through a host's three steps (a feature
@@ -57,12 +59,17 @@ def configure_torch() -> None:
 
 
 class ColdStart(StrEnum):
-    """The prior that answers a user with no past category interaction.
+    """What answers a user with no past category interaction.
 
+    ``profile``: the cascade on the user's profile f_t alone (M1's prior
+    reranked by M2 with the VAE's profile embedding), when the feature store
+    knows f_t and the bundle scores profiles
+    (:attr:`ccrec.bundle.CascadeRecommender.scores_profiles`).
     ``popularity``: live category popularity from the feature store when it
     has counts, else the bundle's (M1 on an empty history).
     """
 
+    PROFILE = "profile"
     POPULARITY = "popularity"
 
 
@@ -178,11 +185,19 @@ class SamplerStage:
     def sample_many(self, requests: list[SampleRequest]) -> list[Shortlist | Ranked]:
         served = self.slots.current()
         rec = served.recommender
-        warm = [r for r in requests if r.user.past_categories]
+        cascade = [_cascade_answers(rec, r.user) for r in requests]
+        warm = [r for r, c in zip(requests, cascade, strict=True) if c]
         sampled = iter(rec.sample([r.user for r in warm], [r.k for r in warm],
                                   [_indices(rec, r.exclude) for r in warm]) if warm else [])
-        return [Shortlist(served.version, served.path, next(sampled)) if r.user.past_categories
-                else _cold_start(served, r) for r in requests]
+        return [Shortlist(served.version, served.path, next(sampled)) if c
+                else _cold_start(served, r) for r, c in zip(requests, cascade, strict=True)]
+
+
+def _cascade_answers(rec: CascadeRecommender, user: UserRequest) -> bool:
+    """Whether the cascade ranks for this user: a past, or a known profile that the
+    bundle scores (:class:`ColdStart` ``profile``)."""
+    return bool(user.past_categories) or (
+        rec.scores_profiles and any(f > 0 for f in user.user_features or ()))
 
 
 def _indices(rec: CascadeRecommender, names: tuple[str, ...]) -> set[int]:
@@ -237,8 +252,9 @@ def _score(served: Served, requests: list[ScoreRequest]) -> list[Ranked]:
     rec = served.recommender
     ranked = rec.score([r.user for r in requests],
                        [r.shortlist.candidates for r in requests], [r.k for r in requests])
-    return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top])
-            for top in ranked]
+    return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top],
+                   None if r.user.past_categories else ColdStart.PROFILE)
+            for r, top in zip(requests, ranked, strict=True)]
 
 
 # --- the pipeline ---------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_cached_embeddings_answer_as_computed_ones_and_are_reused():
                                                                 user.user_features[1]])
     assert torch.equal(fast.scores([moved]), eager.scores([moved]))
     assert cache.misses == 14
-    empty = UserRequest([], [], [1, 1])  # no CI: nothing to embed, zeros as in the VAE
+    empty = UserRequest([], [], [1, 1])  # no CI: the profile alone is embedded
     assert torch.equal(fast.scores([empty]), eager.scores([empty]))
 
 

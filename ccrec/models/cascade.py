@@ -124,13 +124,14 @@ class CCRec(nn.Module):
         user_features: Tensor | None, ci_embeddings: Tensor | None = None,
     ) -> Tensor:
         # past_categories: [B, k]; past_profiles: [B, k, P]; user_features: [B, F];
-        # ci_embeddings: [B, k, E], the VAE's embeddings when computed already
+        # ci_embeddings: [B, k+1, E], the VAE's embeddings when computed already
         log_probs = self.sampler(past_categories)  # [B, C+1]
         cands, m1 = candidates_from_m1(log_probs, past_categories, self.candidate_config)
         emb = ci_embeddings
         if emb is None and self.scorer.config.use_vae:
             assert self.encoder is not None
-            emb = self.encoder.embed(user_features, past_profiles, past_categories)  # [B, k, E]
+            emb = self.encoder.user_embeddings(user_features, past_profiles,
+                                               past_categories)  # [B, k+1, E]
         scores = self.scorer(past_categories, emb, cands, m1)  # [B, R]
         out = log_probs.exp() - 1.0  # [B, C+1]: non-candidates rank below candidates
         out = out.scatter(1, cands, torch.where(cands != 0, scores, out.gather(1, cands)))

@@ -127,6 +127,13 @@ def sampler_validation(table: UserTable, num_categories: int, ks=VALID_KS) -> Va
     return validate
 
 
+def combined(metrics: dict[str, float]) -> dict[str, float]:
+    """``HR@1+Precision@3``: the one number M2 is early-stopped on (both goals)."""
+    if "HR@1" in metrics and "Precision@3" in metrics:
+        return {"HR@1+Precision@3": metrics["HR@1"] + metrics["Precision@3"]}
+    return {}
+
+
 def scorer_validation(table: CandidateTable, ks=VALID_KS) -> Validate:
     """M2's loss and HR@k / Precision@k … on validation users' candidates."""
     loader = make_loader(table, 1024, shuffle=False)
@@ -140,6 +147,7 @@ def scorer_validation(table: CandidateTable, ks=VALID_KS) -> Validate:
             batch = batch.to(device)
             s = scorer.score_batch(batch).masked_fill(~batch.candidate_mask, -1.0)  # type: ignore[operator]
             ranked.append(batch.candidates.gather(1, s.argsort(-1, descending=True)).cpu().numpy())
-        return {**values, **ranking_metrics(np.concatenate(ranked), table.users.future, ks)}
+        ranking = ranking_metrics(np.concatenate(ranked), table.users.future, ks)
+        return {**values, **ranking, **combined(ranking)}
 
     return validate
