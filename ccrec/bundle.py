@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ccrec.batch import item_profiles, pad_sequences
+from ccrec.batch import item_profiles, pad_rows, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
 from ccrec.inference import EmbeddingCache, eager_stages, fast_stages
 from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
@@ -233,15 +233,6 @@ class Candidates:
     tail_m1: list[float]
 
 
-def _pad(rows: Sequence[Sequence[int]], width: int) -> Tensor:
-    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-    return out
-
-
 class CascadeRecommender:
     """Top-k categories from a trained cascade, one user or a batch.
 
@@ -304,8 +295,8 @@ class CascadeRecommender:
 
     def _features(self, requests: Sequence[UserRequest]) -> Tensor:
         """[B, F] long: f_t (0 = unknown)."""
-        return _pad([list(r.user_features or ())[: self.num_features] for r in requests],
-                    self.num_features)
+        return pad_rows([list(r.user_features or ())[: self.num_features] for r in requests],
+                        self.num_features)
 
     # --- the two serving stages --------------------------------------------------------------
     @torch.inference_mode()
@@ -344,7 +335,7 @@ class CascadeRecommender:
         """
         past = self._past(requests)  # [B, k]
         width = max(1, max(len(c.categories) for c in candidates))
-        cands = _pad([c.categories for c in candidates], width)  # [B, R]
+        cands = pad_rows([c.categories for c in candidates], width)  # [B, R]
         m1 = torch.zeros(len(candidates), width)  # [B, R]
         for i, c in enumerate(candidates):
             m1[i, : len(c.m1)] = torch.as_tensor(c.m1)

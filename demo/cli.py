@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -202,11 +203,19 @@ def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]
 
 
 def _openapi() -> dict:
+    """The API's schema, from a host made for it alone (no broker: that its impression log
+    is off is no news here)."""
     from features.reader import MemoryFeatures
     from serve.auth import Authenticator
     from serve.plain import PlainHost
 
-    return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
+    impressions = logging.getLogger("streaming.impressions")
+    level = impressions.level
+    impressions.setLevel(logging.ERROR)
+    try:
+        return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
+    finally:
+        impressions.setLevel(level)
 
 
 async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,

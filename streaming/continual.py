@@ -6,8 +6,9 @@ One cycle (:func:`retrain_cycle`, ``ccrec retrain``):
    stream worker writes (:mod:`streaming.offline`), in the served bundle's
    vocabulary, with a global cutoff at the start of the *newest window* (the
    latest event time minus ``window_days``): training users are examples at
-   their boundaries up to the cutoff; validation users are examples at the
-   cutoff whose futures lie in the window;
+   their boundaries up to the cutoff; validation users (no test users: the
+   gate is the only held-out use) are examples at the cutoff whose futures lie
+   in the window;
 2. **fine-tuning**: every stage starts from the served bundle's weights
    (``CascadeConfig.warm_start``) and trains on the examples since the served
    model's cutoff plus a seeded replay sample of the older ones (against
@@ -61,6 +62,7 @@ class RetrainConfig:
             window's validation users still applies).
         lr: the fine-tuning learning rate of each stage.
         margin: publish unless HR@1 on the window's validation users drops by more.
+        valid_fraction: the share of the window's users held out for the gate.
         seed: seeds the replay sample and the gate's bootstrap.
         config: the YAML of a first model's cascade (default: the data set's).
         overrides: ``key=value`` settings of the cascade (``ccrec train --set``).
@@ -71,6 +73,7 @@ class RetrainConfig:
     epochs: int = 3
     lr: float = 5e-4
     margin: float = 0.0
+    valid_fraction: float = 0.2
     seed: int = 0
     config: str | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -176,7 +179,9 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     latest = int(log_events(store)["timestamp"].max())
     cutoff = latest - int(config.window_days * DAY)
     task = default_config(dataset) if dataset in DATASET_DEFAULTS else PrepareConfig()
-    task = replace(task, cutoff_mode="global",
+    # no test users: the gate compares on the validation users; the rest train
+    task = replace(task, cutoff_mode="global", test_fraction=0.0,
+                   valid_fraction=config.valid_fraction,
                    cutoff=pd.Timestamp(cutoff, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
     work = Path(work_dir or Path(bundles_root) / ".cycles") / (
         time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}")
@@ -198,8 +203,12 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
         data = load_prepared(path)
         held_out = UserTable(data.split("valid"), data.num_categories, cascade.max_past,
                              cascade.encoder.item_profile_dim)
-        verdict = gate(Bundle.load(served).model, Bundle.load(trained.path).model, held_out,
-                       config.margin, seed=config.seed).summary()
+        if len(held_out):
+            verdict = gate(Bundle.load(served).model, Bundle.load(trained.path).model,
+                           held_out, config.margin, seed=config.seed).summary()
+        else:  # no evidence, no release
+            verdict = {"publish": False, "n": 0,
+                       "reason": "no validation user has a future in the newest window"}
     seconds["gate"] = time.perf_counter() - t
     version = trained.path.name
     published = verdict is None or verdict["publish"]
@@ -231,11 +240,13 @@ def _report(result: CycleResult) -> str:
     if result.version is None:
         return f"nothing new since the served model; serving {result.served}"
     verdict = result.gate
-    evidence = "" if verdict is None else (
+    evidence = "" if verdict is None or "reason" in verdict else (
         f" ({verdict['metric']} {verdict['candidate']:.4f} vs {verdict['current']:.4f}, "
         f"diff {verdict['diff']:+.4f} [{verdict['diff_ci'][0]:+.4f}, "
         f"{verdict['diff_ci'][1]:+.4f}], n = {verdict['n']} validation users)")
     action = "published" if result.published else "rejected"
+    if verdict is not None and "reason" in verdict:
+        action += f" ({verdict['reason']})"
     return (f"{result.version} {action}{evidence}; {result.examples['new']} new + "
             f"{result.examples['replayed']} replayed examples; "
             f"{result.seconds['total']:.0f}s; serving {result.served}")
@@ -261,12 +272,14 @@ def _report(result: CycleResult) -> str:
               help="Override a cascade setting, e.g. --set train_scorer.lr=0.0001")
 @click.option("--ray/--local", "use_ray", default=True, show_default=True,
               help="Each stage as a Ray Train job, or in this process.")
-@click.option("--num-workers", default=2, show_default=True, type=int)
+@click.option("--num-workers", default=2, show_default=True, type=int,
+              help="Ray Train workers per stage.")
+@click.option("--address", default=None, help="Ray cluster address, e.g. auto.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 def retrain(feast_env: str, root: Path, project: str | None, redis_url: str | None,
             bundles_root: Path, dataset: str | None, every: str | None, window_days: float,
             replay_fraction: float, epochs: int, margin: float, overrides: tuple[str, ...],
-            use_ray: bool, num_workers: int, threads: int) -> None:
+            use_ray: bool, num_workers: int, address: str | None, threads: int) -> None:
     """Fine-tune the served model on the stream's new examples, gate it, publish it."""
     import torch
 
@@ -286,9 +299,9 @@ def retrain(feast_env: str, root: Path, project: str | None, redis_url: str | No
 
         from ccrec.train.stage_runner import RayConfig
 
-        ray_config = RayConfig(num_workers=num_workers)
+        ray_config = RayConfig(num_workers=num_workers, address=address)
         if not ray.is_initialized():
-            ray.init(log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
     while True:
         started = time.monotonic()
         result = retrain_cycle(store, bundles_root, config,
