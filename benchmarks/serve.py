@@ -19,6 +19,11 @@ code on the replica's event loop) before Ray starts; ``haproxy`` adds
 RAY_SERVE_ENABLE_HA_PROXY=1; ``default`` is Serve's stock path.
 
 Both hosts check an API key on every request, as deployed (a key made for the run).
+
+``--impressions`` adds a third host, the single-process app with the impression log on
+(an embedded broker), interleaved with the others: its latency beside the plain host's
+(log off) at every concurrency, their ratio, and the log's produced/dropped/failed
+counts. ``--skip-serve`` leaves the Serve graph out (then no click-to-refresh figure).
 """
 
 from __future__ import annotations
@@ -110,9 +115,12 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
-def start_plain(bundle: str, features: dict, url: str) -> subprocess.Popen:
+def start_plain(bundle: str, features: dict, url: str, kafka: str | None = None
+                ) -> subprocess.Popen:
+    """The single-process host; with ``kafka``, its impression log on (else off)."""
     env = dict(os.environ, CCREC_BUNDLE=bundle, CCREC_FEATURES=json.dumps(features),
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CCREC_IMPRESSIONS="1" if kafka else "0",
+               **({"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}))
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "serve.plain:from_env",
          "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--log-level", "warning",
@@ -208,6 +216,43 @@ def click_to_refresh_ms(serve_url: str, proxy_port: int, prepared_path: Path, bu
             "p99": round(percentile(latencies, 0.99), 1), "clicks": len(latencies)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): what a shared machine's
+    load does not inflate, unlike wall-clock latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def impression_counts(url: str, headers: dict[str, str]) -> dict[str, float]:
+    """The host's ``ccrec_impressions_total`` by outcome (from its /metrics)."""
+    text = httpx.get(url + "/metrics", headers=headers, timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ccrec_impressions_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def offer_cost_us(bootstrap_servers: str, n: int = 5_000) -> dict:
+    """What the impression log adds to a request: ``ImpressionLog.offer`` timed one by one
+    (µs), with the producing thread running against the broker meanwhile."""
+    from streaming.broker import KafkaSettings
+    from streaming.impressions import Impression, ImpressionLog
+
+    log = ImpressionLog(KafkaSettings(bootstrap_servers), topic="ccrec.recommendations.bench")
+    times = []
+    for i in range(n):
+        impression = Impression(f"b{i}", f"u{i % 100}", "v", ["c1", "c2", "c3"],
+                                [0.5, 0.3, 0.2], 1_700_000_000)
+        started = time.perf_counter_ns()
+        log.offer(impression)
+        times.append((time.perf_counter_ns() - started) / 1e3)
+    log.close(timeout=60)
+    return {"n": n, "p50_us": round(statistics.median(times), 2),
+            "p99_us": round(percentile(times, 0.99), 2), **log.counts}
+
+
 def main() -> None:
     # Ray and its subprocesses write to fd 1; keep stdout for the JSON alone.
     stdout = os.fdopen(os.dup(1), "w")
@@ -226,6 +271,9 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=40,
                         help="clicks for click-to-refresh latency (0: skip)")
     parser.add_argument("--blocks", type=int, default=4, help="interleaved blocks per level")
+    parser.add_argument("--impressions", action="store_true",
+                        help="also the single-process host with the impression log on")
+    parser.add_argument("--skip-serve", action="store_true", help="no Serve graph")
     parser.add_argument("--proxy", action="store_true",
                         help="also measure c=1 through the Serve proxy")
     args = parser.parse_args()
@@ -247,22 +295,34 @@ def main() -> None:
 
     plain_url = f"http://127.0.0.1:{free_port()}"
     plain = None if args.skip_plain else start_plain(str(bundle), features, plain_url)
-    result: dict = {"mode": args.mode,
+    logged = broker = None
+    logged_url = f"http://127.0.0.1:{free_port()}"
+    if args.impressions:
+        from streaming.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker().start()
+        logged = start_plain(str(bundle), features, logged_url, kafka=broker.bootstrap_servers)
+    result: dict = {"mode": args.mode, "load_avg_1_5_15": os.getloadavg(),
                     "bundle": args.bundle or "ml-1m config, 1 epoch on 1,000 synthetic users",
                     "requests_per_level": args.requests, "concurrency": {}}
     try:
-        urls = start_serve(str(bundle), features, args.mode, args.batch_wait)
-        serve_url = urls.get("direct", urls["proxy"])
-        result["serve_url"] = "direct ingress" if "direct" in urls else "serve proxy"
-        wait_http(serve_url)
-        if plain:
-            wait_http(plain_url)
+        urls = {} if args.skip_serve else start_serve(str(bundle), features, args.mode,
+                                                      args.batch_wait)
+        serve_url = urls.get("direct", urls.get("proxy"))
+        if serve_url:
+            result["serve_url"] = "direct ingress" if "direct" in urls else "serve proxy"
+        for url in (serve_url, plain and plain_url, logged and logged_url):
+            if url:
+                wait_http(url)
+        cpu_before = {p.pid: cpu_seconds(p.pid) for p in (plain, logged) if p}
         for c in levels:
             # Interleave the two hosts in blocks so that load from other processes on
             # this shared machine falls on both alike.
-            lat: dict[str, list] = {"serve": [], "plain": []}
-            walls: dict[str, float] = {"serve": 0.0, "plain": 0.0}
-            hosts = {"serve": serve_url, **({"plain": plain_url} if plain else {})}
+            hosts = {name: url for name, url in (
+                ("serve", serve_url), ("plain", plain and plain_url),
+                ("plain_impressions", logged and logged_url)) if url}
+            lat: dict[str, list] = {name: [] for name in hosts}
+            walls: dict[str, float] = dict.fromkeys(hosts, 0.0)
             for _ in range(args.blocks):
                 for name, url in hosts.items():
                     block = asyncio.run(load(url, c, args.requests // args.blocks, users,
@@ -278,25 +338,44 @@ def main() -> None:
                 via = asyncio.run(load(urls["proxy"], 1, args.requests, users, headers))
                 row.update({"serve_via_proxy_p50_ms": via["p50_ms"],
                             "serve_via_proxy_p99_ms": via["p99_ms"]})
+            if "plain" in hosts and "plain_impressions" in hosts:
+                for q in ("p50", "p99"):
+                    row[f"impressions_{q}_ratio"] = round(
+                        row[f"plain_impressions_{q}_ms"] / row[f"plain_{q}_ms"], 3)
             result["concurrency"][str(c)] = row
             print(f"c={c}: {row}", file=sys.stderr)
-        if args.clicks:
+        if logged:
+            time.sleep(1.0)  # the last impressions' acknowledgements
+            result["impressions"] = impression_counts(logged_url, headers)
+            served = sum(args.requests // args.blocks * args.blocks + 5 * args.blocks
+                         for _ in levels)
+            if plain:
+                # Both processes answered the same requests: CPU per answer, log off / on.
+                result["cpu_ms_per_request"] = {
+                    name: round(1e3 * (cpu_seconds(p.pid) - cpu_before[p.pid]) / served, 3)
+                    for name, p in (("plain", plain), ("plain_impressions", logged))}
+            result["impression_offer"] = offer_cost_us(broker.bootstrap_servers)
+        if args.clicks and serve_url:
             result["click_to_refresh_ms"] = click_to_refresh_ms(
                 serve_url, int(urls["port"]), prepared_path, str(bundle), args.clicks, headers)
             print(f"click_to_refresh_ms: {result['click_to_refresh_ms']}", file=sys.stderr)
         first = result["concurrency"].get("1", {})
-        if "plain_p99_ms" in first:
+        if "plain_p99_ms" in first and "serve_p99_ms" in first:
             result["p99_ratio_c1"] = round(first["serve_p99_ms"] / first["plain_p99_ms"], 2)
     finally:
-        if plain:
-            plain.terminate()
-            plain.wait(10)
+        for process in (plain, logged):
+            if process:
+                process.terminate()
+                process.wait(10)
+        if broker:
+            broker.stop()
         import ray
         from ray import serve
 
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
+    result["load_avg_1_5_15_end"] = os.getloadavg()
     print(json.dumps(result, indent=2), file=stdout, flush=True)
 
 

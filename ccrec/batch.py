@@ -47,6 +47,15 @@ def pad_sequences(sequences: Sequence[Sequence[int]], width: int) -> np.ndarray:
     return out
 
 
+def pad_rows(rows: Sequence[Sequence[int]], width: int) -> Tensor:
+    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+    return out
+
+
 @dataclass
 class ItemProfiles:
     """Item profiles π of many users' category interactions, kept sparse (CSR).
@@ -215,8 +224,9 @@ class CandidateBatch(_Movable):
 
     Args:
         past_categories: [B, k] long, δ_t as in :class:`CategoryBatch`.
-        ci_embeddings: [B, k, E] float, the VAE embedding μ of each past
-            category interaction (zeros at padding); E may be 0.
+        ci_embeddings: [B, k+1, E] float, the VAE embedding μ of the user's
+            profile (slot 0) and of each past category interaction (slots 1..k,
+            zeros at padding); E may be 0.
         candidates: [B, R] long, r_t (0 = padding where a user has fewer).
         candidate_m1: [B, R] float, y^{M1}: M1's probability of each candidate.
         labels: [B, R] float, y: 1 if the candidate is a future category.

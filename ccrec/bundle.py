@@ -36,9 +36,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ccrec.batch import item_profiles, pad_sequences
+from ccrec.batch import item_profiles, pad_rows, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
-from ccrec.inference import eager_stages, fast_stages
+from ccrec.inference import EmbeddingCache, eager_stages, fast_stages
 from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
@@ -233,15 +233,6 @@ class Candidates:
     tail_m1: list[float]
 
 
-def _pad(rows: Sequence[Sequence[int]], width: int) -> Tensor:
-    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-    return out
-
-
 class CascadeRecommender:
     """Top-k categories from a trained cascade, one user or a batch.
 
@@ -256,7 +247,8 @@ class CascadeRecommender:
         vocab: the bundle's vocabulary (category names by index).
         config: the cascade's configuration (k, profile size).
         fast: run the stages as traced graphs where they reproduce the eager model
-            bit for bit (:func:`ccrec.inference.fast_stages`).
+            bit for bit (:func:`ccrec.inference.fast_stages`), and keep each category
+            interaction's VAE μ (:class:`ccrec.inference.EmbeddingCache`).
     """
 
     def __init__(self, model: CCRec, vocab: dict[str, Any], config: CascadeConfig,
@@ -274,6 +266,10 @@ class CascadeRecommender:
         cards = [len(v) for v in vocab["user_features"].values()]
         self.stages = fast_stages(self.model, self.max_past, self.profile_dim, cards) if fast \
             else eager_stages(self.model)
+        use_vae = self.model.scorer.config.use_vae and self.model.encoder is not None
+        self.embeddings = EmbeddingCache(self.stages.embed, self.max_past, self.profile_dim,
+                                         self.model.encoder.latent_dim) if use_vae and fast \
+            else None
 
     # --- inputs: pasts truncated and padded by ccrec.batch's one rule ---------------------
     def _past(self, requests: Sequence[UserRequest]) -> Tensor:
@@ -287,10 +283,20 @@ class CascadeRecommender:
         return item_profiles([r.past_items or [] for r in requests], self.max_past,
                              self.profile_dim)
 
+    def _embeddings(self, requests: Sequence[UserRequest], past: Tensor) -> Tensor:
+        """[B, k+1, E] VAE μ of the profile and the past CIs (zeros [B, k+1, 1] when M2
+        does not read them)."""
+        if not self.model.scorer.config.use_vae:
+            return torch.zeros(len(requests), self.max_past + 1, 1)
+        if self.embeddings is None:
+            return self.stages.embed(self._features(requests), self._profiles(requests), past)
+        return self.embeddings(past, [r.past_categories for r in requests],
+                               [r.past_items or [] for r in requests], self._features(requests))
+
     def _features(self, requests: Sequence[UserRequest]) -> Tensor:
         """[B, F] long: f_t (0 = unknown)."""
-        return _pad([list(r.user_features or ())[: self.num_features] for r in requests],
-                    self.num_features)
+        return pad_rows([list(r.user_features or ())[: self.num_features] for r in requests],
+                        self.num_features)
 
     # --- the two serving stages --------------------------------------------------------------
     @torch.inference_mode()
@@ -329,16 +335,12 @@ class CascadeRecommender:
         """
         past = self._past(requests)  # [B, k]
         width = max(1, max(len(c.categories) for c in candidates))
-        cands = _pad([c.categories for c in candidates], width)  # [B, R]
+        cands = pad_rows([c.categories for c in candidates], width)  # [B, R]
         m1 = torch.zeros(len(candidates), width)  # [B, R]
         for i, c in enumerate(candidates):
             m1[i, : len(c.m1)] = torch.as_tensor(c.m1)
-        if self.model.scorer.config.use_vae:
-            emb = self.stages.embed(self._features(requests), self._profiles(requests),
-                                    past)  # [B, k, E]
-        else:
-            emb = torch.zeros(len(requests), self.max_past, 1)  # not read by M2
-        scores = self.stages.scorer(past, emb, cands, m1).tolist()  # [B, R]
+        scores = self.stages.scorer(past, self._embeddings(requests, past), cands,
+                                    m1).tolist()  # [B, R]
         out = []
         for i, c in enumerate(candidates):
             ranked = sorted(zip(c.categories, scores[i][: len(c.categories)], strict=True),
@@ -346,6 +348,13 @@ class CascadeRecommender:
             ranked += [(t, p - 1.0) for t, p in zip(c.tail, c.tail_m1, strict=True)]
             out.append(ranked[: k[i]])
         return out
+
+    @property
+    def scores_profiles(self) -> bool:
+        """Whether M2 reads the VAE's profile embedding, so that a user with no past
+        but a known profile f_t gets a profile-based answer (``use_profile``)."""
+        config = self.model.scorer.config
+        return self.model.encoder is not None and config.use_vae and config.use_profile
 
     def popularity(self) -> Tensor:
         """[C+1] M1's probabilities on an empty history: the cold-start prior."""
@@ -355,8 +364,8 @@ class CascadeRecommender:
     @torch.inference_mode()
     def scores(self, requests: Sequence[UserRequest]) -> torch.Tensor:
         """[B, C+1] cascade scores (column 0 is padding)."""
-        return self.stages.cascade(self._past(requests), self._profiles(requests),
-                                   self._features(requests))
+        past = self._past(requests)
+        return self.stages.cascade(past, self._embeddings(requests, past))
 
     @torch.inference_mode()
     def recommend_batch(self, requests: Sequence[UserRequest], k: int = 3,

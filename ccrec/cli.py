@@ -16,7 +16,7 @@ import click
 from rich.markup import escape
 
 from ccrec.config import ConfigError
-from ccrec.console import console, report_failure, terminal
+from ccrec.console import announce, console, report_failure, terminal
 from ccrec.console import setup as setup_console
 from ccrec.data.fetch import FetchError
 from ccrec.data.prepare import PrepareError
@@ -168,6 +168,7 @@ def train(dataset: str, category_level: str | None, config_path: str | None,
     if ray_options.pop("use_ray"):
         from ccrec.train.run import train_with_ray
 
+        announce()
         click.echo(train_with_ray(path, config, bundles_root, **ray_options))
         return
     click.echo(train_and_bundle(path, config, bundles_root).path)  # the log line has the metrics

@@ -1,10 +1,14 @@
 """The console of every ``ccrec`` command: our own lines on the terminal, everything
 else in a log file.
 
-:func:`setup` (called once by the ``ccrec`` entry point, and so by ``make demo``):
+:func:`setup` (called once by the ``ccrec`` entry point, and so by ``make demo``)
+gives a person at a terminal the *clean console* (``CCREC_CONSOLE=clean`` asks
+for it anywhere, ``make demo`` and the tests do; ``CCREC_CONSOLE=plain`` turns it
+off):
 
 * every log record goes to a log file, ``runs/logs/ccrec-<time>-<pid>.log``
-  (``$CCREC_LOG_DIR`` overrides the folder); long commands print its path
+  (``$CCREC_LOG_DIR`` sets the folder; the temporary folder when the working
+  directory is read-only); commands that start Ray print its path
   (:func:`announce`), and so does an unexpected error, whose traceback is there;
 * the terminal shows the records of CCRec's own packages (:data:`OWN`) at INFO
   and above, as plain lines, and what the commands print themselves
@@ -12,12 +16,13 @@ else in a log file.
 * file descriptors 1 and 2 go to the log file, and so does ``sys.stderr``: what
   native code and child processes write (Ray's core worker and raylet, the
   broker), the libraries' own handlers, warnings and progress bars, and a
-  library's traceback at exit all land there. ``sys.stdout`` and
-  :data:`console` keep writing to the terminal through duplicates of the
-  original descriptors.
+  library's traceback at exit all land there. ``sys.stdout`` (but for Ray's
+  background threads) and :data:`console` keep writing to the terminal through
+  duplicates of the original descriptors.
 
-With ``--verbose`` nothing is redirected: the libraries' records (at DEBUG) and
-warnings reach the terminal as well as the file.
+With ``--verbose`` nothing is redirected and every record (at DEBUG) and warning
+reaches the terminal. A service (stderr not a terminal: a container, a pipe)
+gets every INFO record on stderr, where its platform collects logs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import io
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +43,9 @@ from rich.markup import escape
 OWN = ("ccrec", "demo", "serve", "streaming", "tune", "features", "benchmarks")
 #: Environment variable naming the log folder.
 LOG_DIR_ENV = "CCREC_LOG_DIR"
+#: Environment variable choosing the console: ``clean`` or ``plain`` (default: clean on a
+#: terminal).
+CONSOLE_ENV = "CCREC_CONSOLE"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _state: dict = {}
@@ -90,7 +100,10 @@ class _OwnRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _state.get("verbose"):
             return True
-        return record.name.split(".", 1)[0] in OWN and record.levelno >= logging.INFO
+        if record.name.split(".", 1)[0] not in OWN or record.levelno < logging.INFO:
+            return False
+        return record.levelno >= logging.WARNING or not any(
+            record.name == m or record.name.startswith(m + ".") for m in _state.get("muted", ()))
 
 
 class _Plain(logging.Formatter):
@@ -101,6 +114,36 @@ class _Plain(logging.Formatter):
         if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
         return text
+
+
+class _Stdout(io.TextIOBase):
+    """``sys.stdout`` of the clean console: the terminal, except for Ray's background
+    threads (named ``ray_…``; the driver's error listener prints the raylet's messages,
+    such as a failed ServeController.graceful_shutdown, to stdout), whose lines go to the
+    log file."""
+
+    def __init__(self, terminal: io.TextIOWrapper, log_file) -> None:
+        self._terminal, self._log = terminal, log_file
+
+    def _target(self):
+        return self._log if threading.current_thread().name.startswith("ray_") else self._terminal
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._terminal.flush()
+        self._log.flush()
+
+    def isatty(self) -> bool:
+        return self._terminal.isatty()
+
+    def fileno(self) -> int:
+        return self._terminal.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._terminal.encoding
 
 
 def _duplicate(fd: int, like) -> io.TextIOWrapper:
@@ -119,34 +162,68 @@ def _redirectable() -> bool:
         return False
 
 
+def clean_wanted() -> bool:
+    """The clean console is for people: on when stderr is a terminal, or when
+    ``CCREC_CONSOLE=clean`` (``make demo``, tests); ``CCREC_CONSOLE=plain`` turns it off.
+    Services in containers keep every line on stderr, where their platform collects it."""
+    mode = os.environ.get(CONSOLE_ENV, "").lower()
+    if mode in ("clean", "plain"):
+        return mode == "clean"
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False
+
+
+def _open_log() -> tuple[Path, io.TextIOWrapper] | None:
+    """The log file, in :func:`log_dir` or else the temporary folder (a read-only
+    working directory); None when neither can be written."""
+    name = f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (log_dir(), Path(tempfile.gettempdir()) / "ccrec-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / name).resolve()
+            return path, open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            continue
+    return None
+
+
 def setup(verbose: bool = False) -> Path | None:
-    """Route logs, warnings and descriptors 1/2 as the module docstring says; returns the
-    log file's path. Only the first call configures; later ones return the path. Under a
-    test runner's output capture (sys.stdout/sys.stderr are not descriptors 1 and 2) it
-    configures nothing and returns None."""
-    if "path" in _state or not _redirectable():
+    """Configure the console once per process; returns the log file's path, if any.
+
+    * The clean console (:func:`clean_wanted`, not ``verbose``): everything as the
+      module docstring says.
+    * ``verbose``: every record at DEBUG and every warning on stderr.
+    * Otherwise (a service, a pipe): every record at INFO on stderr, with time, level
+      and logger.
+
+    Under a test runner's output capture (sys.stdout/sys.stderr are not descriptors 1
+    and 2) it configures nothing.
+    """
+    if "configured" in _state or not _redirectable():
         return _state.get("path")
-    _state["verbose"] = verbose
-    folder = log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"ccrec-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log").resolve()
-    log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (process-long)
-    _state.update(path=path, file=log_file)
-    if not verbose:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        stdout, stderr = _duplicate(1, sys.stdout), _duplicate(2, sys.stderr)
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-        sys.stdout, sys.stderr = stdout, log_file
-        _state["terminal"] = stderr
+    _state.update(configured=True, verbose=verbose)
+    opened = _open_log() if clean_wanted() and not verbose else None
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    level = logging.DEBUG if verbose else logging.INFO
-    root.setLevel(level)
+    if opened is None:
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                            format=FILE_FORMAT, stream=sys.stderr)
+        return None
+    path, log_file = opened
+    _state.update(path=path, file=log_file)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    stdout, stderr = _duplicate(1, sys.stdout), _duplicate(2, sys.stderr)
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    sys.stdout, sys.stderr = _Stdout(stdout, log_file), log_file
+    _state["terminal"] = stderr
+    root.setLevel(logging.INFO)
     to_file = logging.StreamHandler(log_file)
-    to_file.setLevel(level)  # a library logger set to DEBUG stays out unless --verbose
+    to_file.setLevel(logging.INFO)  # a library logger set to DEBUG stays out
     to_file.setFormatter(logging.Formatter(FILE_FORMAT))
     root.addHandler(to_file)
     to_terminal = logging.StreamHandler(terminal)
@@ -178,6 +255,12 @@ def quiet_libraries() -> None:
         context.print_on_execution_start = False
 
 
+def mute(*names: str) -> None:
+    """Keep these loggers' INFO records off the terminal (the log file still has them): a
+    command that runs a part in the background, as the demo runs the stream worker."""
+    _state["muted"] = (*_state.get("muted", ()), *names)
+
+
 def announce() -> None:
     """Print where the libraries' logs go (once), for commands that start Ray or Serve."""
     if "path" in _state and not _state.get("announced"):
@@ -190,8 +273,7 @@ def report_failure(exc: BaseException) -> None:
     import traceback
 
     log_file = _state.get("file")
-    if log_file is not None:
-        traceback.print_exception(exc, file=log_file)
-        log_file.flush()
+    traceback.print_exception(exc, file=log_file or sys.stderr)
+    (log_file or sys.stderr).flush()
     where = f" (traceback in {_state['path']})" if log_file is not None else ""
     console.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}{where}')}")

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ccrec.batch import item_profiles
 from ccrec.models.cascade import CCRec, candidates_from_m1
 
 log = logging.getLogger(__name__)
@@ -31,18 +33,20 @@ PROBE_BATCHES = ((1, 0), (1, 3), (5, 1))
 
 
 class _Cascade(nn.Module):
-    """``CCRec.score_tensors`` as a module's forward (what tracing records)."""
+    """``CCRec.score_tensors`` on given VAE embeddings, as a module's forward."""
 
     def __init__(self, model: CCRec) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, past: Tensor, profiles: Tensor, features: Tensor) -> Tensor:
-        return self.model.score_tensors(past, profiles, features)
+    def forward(self, past: Tensor, emb: Tensor) -> Tensor:
+        use_vae = self.model.scorer.config.use_vae
+        return self.model.score_tensors(past, None, None, emb if use_vae else None)
 
 
 class _Embed(nn.Module):
-    """The VAE's embeddings of the past category interactions, as a forward."""
+    """The VAE's embeddings of the profile and the past category interactions (M2's
+    [B, k+1, E] input, :meth:`~ccrec.models.encoder.CategoryVAE.user_embeddings`)."""
 
     def __init__(self, model: CCRec) -> None:
         super().__init__()
@@ -50,7 +54,7 @@ class _Embed(nn.Module):
 
     def forward(self, features: Tensor, profiles: Tensor, past: Tensor) -> Tensor:
         assert self.encoder is not None
-        return self.encoder.embed(features, profiles, past)
+        return self.encoder.user_embeddings(features, profiles, past)
 
 
 class _Score(nn.Module):
@@ -70,9 +74,10 @@ class Stages:
 
     Args:
         sampler: M1, past [B, k] → log-probabilities [B, C+1].
-        embed: VAE μ of each past CI, (f_t [B, F], π [B, k, P], past [B, k]) → [B, k, E].
+        embed: VAE μ of the profile and each past CI, (f_t [B, F], π [B, k, P],
+            past [B, k]) → [B, k+1, E].
         scorer: M2, (past, embeddings, candidates [B, R], y^{M1} [B, R]) → [B, R].
-        cascade: the one-call cascade, (past, π, f_t) → [B, C+1].
+        cascade: the one-call cascade on given embeddings, (past, embeddings) → [B, C+1].
         traced: the names of the stages that run traced.
     """
 
@@ -131,7 +136,7 @@ def eager_stages(model: CCRec) -> Stages:
     """The model's own modules (no tracing)."""
     score = _Score(model)
     return Stages(sampler=model.sampler, embed=_Embed(model) if model.encoder else _no_encoder,
-                  scorer=score, cascade=model.score_tensors)
+                  scorer=score, cascade=_Cascade(model))
 
 
 def _no_encoder(*args: Tensor) -> Tensor:
@@ -152,18 +157,19 @@ def fast_stages(model: CCRec, max_past: int, profile_dim: int,
     probes = _probes(model, max_past, profile_dim, cardinalities)
     traced = []
     with torch.inference_mode():
-        scorer_probes = []
+        scorer_probes, cascade_probes = [], []
         for past, profiles, features in probes:
             log_probs = model.sampler(past)
             cands, m1 = candidates_from_m1(log_probs, past, model.candidate_config)
-            emb = model.encoder.embed(features, profiles, past) if model.encoder else \
-                torch.zeros(len(past), max_past, 1)
+            emb = model.encoder.user_embeddings(features, profiles, past) if model.encoder \
+                else torch.zeros(len(past), max_past + 1, 1)
+            cascade_probes.append((past, emb))
             for width in (cands.shape[1], 3):  # a batch's width is its longest shortlist
                 scorer_probes.append((past, emb, cands[:, :width], m1[:, :width]))
     candidates: list[tuple[str, nn.Module, list[tuple[Tensor, ...]]]] = [
         ("sampler", model.sampler, [(p,) for p, _, _ in probes]),
         ("scorer", _Score(model), scorer_probes),
-        ("cascade", _Cascade(model), probes),
+        ("cascade", _Cascade(model), cascade_probes),
     ]
     if model.encoder is not None:
         candidates.append(("embed", _Embed(model), [(f, pr, p) for p, pr, f in probes]))
@@ -174,3 +180,73 @@ def fast_stages(model: CCRec, max_past: int, profile_dim: int,
             traced.append(name)
     stages.traced = tuple(traced)
     return stages
+
+
+class EmbeddingCache:
+    """The VAE μ of each past category interaction (CI) and of the profile alone, kept
+    by content (the profile is kept as a CI of category 0 with no items: slot 0 of
+    M2's [B, k+1, E] input).
+
+    A CI's embedding depends only on (f_t, its category, its items), so a user
+    whose last k CIs are all held skips the VAE: a returning user's request
+    without a new click, the common case. A user with any CI not held is
+    embedded as the eager model embeds them, all k slots in one call with the
+    other such users of the batch, and the result is kept; so a single user's
+    answer is the eager model's bit for bit. (Batched, the eager model's own
+    float rounding depends on which users share the batch; the cache's does
+    too, by at most as much.)
+
+    Args:
+        embed: (f_t [B, F], π [B, k, P], past [B, k]) → [B, k+1, E], as
+            :meth:`ccrec.models.encoder.CategoryVAE.user_embeddings`.
+        max_past: k; a longer past keeps its last k CIs (:func:`ccrec.batch.pad_sequences`).
+        profile_dim: P.
+        dim: E.
+        size: most CIs kept (least recently used dropped first).
+    """
+
+    def __init__(self, embed: Callable[..., Tensor], max_past: int, profile_dim: int, dim: int,
+                 size: int = 50_000) -> None:
+        self.embed, self.max_past, self.profile_dim = embed, max_past, profile_dim
+        self.dim, self.size = dim, size
+        self.rows: OrderedDict[tuple, Tensor] = OrderedDict()
+        self.hits = self.misses = 0  # users answered from the cache / embedded
+
+    def __call__(self, past: Tensor, categories: Sequence[Sequence[int]],
+                 items: Sequence[Sequence[Sequence[int]]], features: Tensor) -> Tensor:
+        """[B, k+1, E] embeddings of B users' profiles and last k CIs: ``past`` [B, k] as
+        :func:`ccrec.batch.pad_sequences` pads ``categories``, their ``items`` lists,
+        f_t ``features`` [B, F]."""
+        k = self.max_past
+        out = torch.zeros(len(categories), k + 1, self.dim)
+        held, missing = [], []  # (user, slot, row) of held CIs; users to embed
+        for i, (cats, user_items) in enumerate(zip(categories, items, strict=True)):
+            cats = list(cats)[max(len(cats) - k, 0):]
+            user_items = list(user_items)[max(len(user_items) - k, 0):]
+            feats = tuple(features[i].tolist())
+            keys = [(feats, 0, ())] + [  # slot 0: the profile
+                (feats, int(c), tuple(user_items[j]) if j < len(user_items) else ())
+                for j, c in enumerate(cats)]
+            rows = [self.rows.get(key) for key in keys]
+            if all(row is not None for row in rows):
+                held += [(i, j, row) for j, row in enumerate(rows)]
+                for key in keys:
+                    self.rows.move_to_end(key)
+            else:
+                missing.append((i, keys, user_items))
+        self.hits += len(categories) - len(missing)
+        if held:
+            users, slots, rows = zip(*held, strict=True)
+            out[list(users), list(slots)] = torch.stack(rows)
+        if missing:
+            self.misses += len(missing)
+            index = [i for i, _, _ in missing]
+            emb = self.embed(features[index],
+                             item_profiles([u for _, _, u in missing], k, self.profile_dim),
+                             past[index])  # [m, k+1, E]
+            out[index] = emb
+            for (_, keys, _), user_emb in zip(missing, emb, strict=True):
+                self.rows.update(zip(keys, user_emb[:len(keys)].clone(), strict=True))
+            while len(self.rows) > self.size:
+                self.rows.popitem(last=False)
+        return out

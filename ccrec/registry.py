@@ -9,7 +9,7 @@ symbolic links that serving reads::
 
 Publishing re-points ``current`` atomically (a new link renamed over the old
 one), so a reader sees the old version or the new one, never a missing link;
-the serving stages follow the link (:mod:`serve.slots`), and a response is
+the serving stages follow the link (``serve.runtime.ModelSlots``), and a response is
 computed by one version end to end.
 """
 

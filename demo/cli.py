@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ccrec.console import announce, console, quiet_libraries
+from ccrec.console import announce, console, mute, quiet_libraries
 
 #: A small cascade for the demo (minutes on 2 cores); `ccrec train` uses the full config.
 DEMO_OVERRIDES = (
@@ -43,6 +45,7 @@ def _quiet_libraries() -> None:
     import feast  # noqa: F401  (importing Feast resets the DeprecationWarning filter)
 
     quiet_libraries()
+    mute("streaming", "features")  # the in-process worker's lines: in the log file
 
 
 def _step(i: int, started: float) -> None:
@@ -131,8 +134,10 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             url = f"http://127.0.0.1:{direct_port}"
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
+            online = _online_accuracy(loop)
             _step(6, started)
             user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
+            _print_online_accuracy(online, out)
             page = f"{url}/?{urlencode({'user': user, 'item': item})}"
             console.print(f"      live page: [bold]{page}[/]")
             if not no_wait and sys.stdin.isatty():
@@ -198,11 +203,19 @@ def _auth(out: Path, insecure_dev: bool) -> tuple[dict[str, str], dict[str, str]
 
 
 def _openapi() -> dict:
+    """The API's schema, from a host made for it alone (no broker: that its impression log
+    is off is no news here)."""
     from features.reader import MemoryFeatures
     from serve.auth import Authenticator
     from serve.plain import PlainHost
 
-    return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
+    impressions = logging.getLogger("streaming.impressions")
+    level = impressions.level
+    impressions.setLevel(logging.ERROR)
+    try:
+        return PlainHost(None, MemoryFeatures(), auth=Authenticator()).app.openapi()
+    finally:
+        impressions.setLevel(level)
 
 
 async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
@@ -226,7 +239,7 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         first = (await client.post("/v1/recommendations",
                                    json={"user_id": user, "k": TOP_K})).json()
-        rows.append(("–", f"(none: cold start, {first['cold_start_strategy']})", first, ""))
+        rows.append(("–", f"({first['cold_start_strategy']})", first, ""))
         console.print(f"      before any click: {_top(first, SHOWN)}")
         for n, (cat, item) in enumerate(events, 1):
             # ≥ 6 days apart: each click is its own category interaction (5-day rule)
@@ -237,21 +250,51 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
             rows.append((str(n), vocab["categories"][cat], answer, f"{seconds * 1e3:.0f}"))
             console.print(f"      click {n}: {vocab['categories'][cat]:<12} → "
                           f"{_top(answer, SHOWN)}  ({seconds * 1e3:.0f} ms to refresh)")
-    table = Table(title=f"user {user}: top {SHOWN} categories as the clicks arrive")
-    for column in ("click", "clicked", f"top {SHOWN} (score)", "what changed", "ms"):
+    table = Table(title=f"user {user}: top {SHOWN} categories as the clicks arrive",
+                  box=box.SIMPLE_HEAD)
+    for column in ("click", "clicked", f"top {SHOWN}", "what changed", "ms"):
         table.add_column(column, overflow="fold")
     lines = [f"# {user}: top {TOP_K} categories as the clicks arrive\n",
              f"| click | clicked category | top {TOP_K} (score) | refresh ms |",
              "|---|---|---|---|"]
     previous = None
     for n, clicked, answer, ms in rows:
-        table.add_row(n, clicked, _top(answer, SHOWN), _changed(previous, answer), ms)
+        table.add_row(n, clicked, ", ".join(_names(answer, SHOWN)), _changed(previous, answer),
+                      ms)
         lines.append(f"| {n} | {clicked} | {_top(answer, TOP_K)} | {ms} |")
         previous = answer
     Console(width=WIDTH).print(table)
     path = out / "replay.md"
     path.write_text("\n".join(lines) + "\n")
     return user, vocab["items"][events[-1][1]], path
+
+
+def _online_accuracy(loop):
+    """The online accuracy consumer on the demo's broker: each new category interaction
+    joined with the answer served before it (streaming/online_accuracy.py)."""
+    from streaming.online_accuracy import JoinConfig, OnlineAccuracy, log_dir
+
+    consumer = OnlineAccuracy(loop.settings, log_dir(loop.feast_root), JoinConfig(),
+                              auto_offset_reset="earliest", max_poll_interval_ms=4000,
+                              session_timeout_ms=4000, heartbeat_interval_ms=500)
+    consumer.start()
+    return consumer
+
+
+def _print_online_accuracy(consumer, out: Path) -> None:
+    """What `ccrec report online` prints: online accuracy per model version, and its plot."""
+    from ccrec.online import format_table, load_log, online_plot, online_table
+
+    time.sleep(1.0)  # the last click's join waits for impressions still on their way
+    consumer.stop()
+    rows = load_log(consumer.out_dir)
+    if rows.empty:
+        console.print("      online accuracy: no click joined with an answer yet")
+        return
+    console.print("      online accuracy of the served model (each click's category against "
+                  "the answer served just before it; 95 % bootstrap intervals):")
+    click.echo(format_table(online_table(rows)))
+    online_plot(rows, out / "online_accuracy.png")
 
 
 def _names(answer: dict, k: int) -> list[str]:

@@ -69,12 +69,15 @@ def run_cmd(bundle: str, feast_env: str, root: Path, project: str | None,
     import ray
     from ray import serve as ray_serve
 
+    from ccrec.console import announce, quiet_libraries
     from serve import runtime
 
     env = auth_env(api_keys, insecure_dev)
     if fast:
         runtime.apply_fast_path(direct_port)
+    announce()
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    quiet_libraries()
     try:
         ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
         config = runtime.serve_config(bundle=str(Path(bundle).resolve()), port=port,

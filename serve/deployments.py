@@ -113,7 +113,9 @@ class Ingress:
 
     user_config: ``features`` (see :func:`features.reader.reader_from_config`;
     default the Feast store in ``features/``) and ``kafka`` (bootstrap servers
-    for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``). API keys come
+    for POST /v1/events; default ``$KAFKA_BOOTSTRAP_SERVERS``), ``impressions``
+    (default true: every answer to the impression log on those brokers,
+    :mod:`streaming.impressions`). API keys come
     from the replica's environment (:meth:`serve.auth.Authenticator.from_env`):
     a replica without them does not start.
 
@@ -129,6 +131,7 @@ class Ingress:
         self.clicks = Clicks()
         self.auth = Authenticator.from_env()
         self.features_config: dict[str, Any] | None = None
+        self.impressions_config: tuple[bool, str | None] | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         features = config.get("features") or {"source": "feast"}
@@ -139,6 +142,10 @@ class Ingress:
         if kafka and kafka != self.clicks.bootstrap_servers:
             self.clicks.close()
             self.clicks.bootstrap_servers = kafka
+        impressions = (bool(config.get("impressions", True)), self.clicks.bootstrap_servers)
+        if impressions != self.impressions_config:
+            self.pipeline.log_impressions(self.clicks.bootstrap_servers, impressions[0])
+            self.impressions_config = impressions
 
     async def status(self) -> ModelStatus:
         sampler, scorer = await asyncio.gather(self.sampler.status.remote(),

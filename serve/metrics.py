@@ -40,6 +40,9 @@ class Metrics:
             registry=r)
         self.events = Counter("ccrec_events_produced_total", "Click events produced to Kafka.",
                               registry=r)
+        self.impressions = Counter(
+            "ccrec_impressions_total", "Answers in the impression log by outcome: produced, "
+            "dropped (buffer full) or failed (not acknowledged).", ["outcome"], registry=r)
         self._version: str | None = None
 
     def set_model_version(self, version: str | None) -> None:

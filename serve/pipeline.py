@@ -5,8 +5,10 @@ payloads, so that a Serve replica wraps them in ``@serve.batch`` and the
 single-process host calls them directly:
 
 * :class:`SamplerStage` — :meth:`CascadeRecommender.sample`: a
-  :class:`Shortlist` (r_t with y^{M1} and the tail) for a warm user, the
-  cold-start :class:`Ranked` answer for a user with no past category interaction;
+  :class:`Shortlist` (r_t with y^{M1} and the tail) for a warm user, and for a
+  newcomer whose profile f_t is known when the bundle scores profiles (M2
+  ranks by the VAE's profile embedding); the cold-start :class:`Ranked`
+  popularity answer for any other user with no past category interaction;
 * :class:`ScorerStage` — :meth:`CascadeRecommender.score`: the ranked top k.
 
 :class:`Pipeline` runs one request through a host's three steps (a feature
@@ -27,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import torch
@@ -36,6 +38,13 @@ from ccrec.bundle import Candidates, CascadeRecommender, UserRequest
 from features.reader import UNKNOWN, FeatureReader, Popularity, UserFeatures
 from serve.metrics import Metrics
 from serve.runtime import ModelSlots, ModelStatus, Served
+from streaming.impressions import (
+    IMPRESSIONS_TOPIC,
+    Impression,
+    ImpressionLog,
+    impression_log_from_env,
+    new_request_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +59,17 @@ def configure_torch() -> None:
 
 
 class ColdStart(StrEnum):
-    """The prior that answers a user with no past category interaction.
+    """What answers a user with no past category interaction.
 
+    ``profile``: the cascade on the user's profile f_t alone (M1's prior
+    reranked by M2 with the VAE's profile embedding), when the feature store
+    knows f_t and the bundle scores profiles
+    (:attr:`ccrec.bundle.CascadeRecommender.scores_profiles`).
     ``popularity``: live category popularity from the feature store when it
     has counts, else the bundle's (M1 on an empty history).
     """
 
+    PROFILE = "profile"
     POPULARITY = "popularity"
 
 
@@ -134,12 +148,14 @@ class Recommendation:
         feature_timestamp: epoch seconds of the latest event the features include.
         features_unavailable: the feature store did not answer; ``ranked`` is the
             cold-start prior (the bundle's popularity), a fallback.
+        request_id: unique per answer (the impression log's key).
     """
 
     user_id: str
     ranked: Ranked
     feature_timestamp: int | None
     features_unavailable: bool = False
+    request_id: str = field(default_factory=new_request_id)
 
 
 @dataclass(frozen=True)
@@ -169,11 +185,19 @@ class SamplerStage:
     def sample_many(self, requests: list[SampleRequest]) -> list[Shortlist | Ranked]:
         served = self.slots.current()
         rec = served.recommender
-        warm = [r for r in requests if r.user.past_categories]
+        cascade = [_cascade_answers(rec, r.user) for r in requests]
+        warm = [r for r, c in zip(requests, cascade, strict=True) if c]
         sampled = iter(rec.sample([r.user for r in warm], [r.k for r in warm],
                                   [_indices(rec, r.exclude) for r in warm]) if warm else [])
-        return [Shortlist(served.version, served.path, next(sampled)) if r.user.past_categories
-                else _cold_start(served, r) for r in requests]
+        return [Shortlist(served.version, served.path, next(sampled)) if c
+                else _cold_start(served, r) for r, c in zip(requests, cascade, strict=True)]
+
+
+def _cascade_answers(rec: CascadeRecommender, user: UserRequest) -> bool:
+    """Whether the cascade ranks for this user: a past, or a known profile that the
+    bundle scores (:class:`ColdStart` ``profile``)."""
+    return bool(user.past_categories) or (
+        rec.scores_profiles and any(f > 0 for f in user.user_features or ()))
 
 
 def _indices(rec: CascadeRecommender, names: tuple[str, ...]) -> set[int]:
@@ -228,8 +252,9 @@ def _score(served: Served, requests: list[ScoreRequest]) -> list[Ranked]:
     rec = served.recommender
     ranked = rec.score([r.user for r in requests],
                        [r.shortlist.candidates for r in requests], [r.k for r in requests])
-    return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top])
-            for top in ranked]
+    return [Ranked(served.version, [rec.categories[c] for c, _ in top], [s for _, s in top],
+                   None if r.user.past_categories else ColdStart.PROFILE)
+            for r, top in zip(requests, ranked, strict=True)]
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -250,6 +275,27 @@ class Pipeline:
         self.features = features
         self.sample, self.score, self.status = sample, score, status
         self.metrics = Metrics()
+        self.impressions: ImpressionLog | None = None
+
+    def log_impressions(self, bootstrap_servers: str | None, enabled: bool = True,
+                        topic: str = IMPRESSIONS_TOPIC) -> None:
+        """(Re)start the impression log of every answer (:mod:`streaming.impressions`),
+        or stop it (``enabled`` False, or no brokers)."""
+        if self.impressions is not None:
+            self.impressions.close(timeout=1.0)
+        counter = self.metrics.impressions
+        self.impressions = impression_log_from_env(
+            bootstrap_servers, enabled, lambda outcome, n: counter.labels(outcome).inc(n),
+            topic=topic)
+
+    def _served(self, rec: Recommendation) -> Recommendation:
+        """An answer about to be returned: into the impression log (never waits)."""
+        if self.impressions is not None:
+            r = rec.ranked
+            self.impressions.offer(Impression(rec.request_id, rec.user_id, r.version,
+                                              r.categories, r.scores, rec.feature_timestamp,
+                                              fallback=rec.features_unavailable))
+        return rec
 
     async def read_features(self, user_id: str) -> UserFeatures:
         if getattr(self.features, "in_memory", False):
@@ -265,7 +311,7 @@ class Pipeline:
             log.exception("feature store read failed")
             self.metrics.feature_errors.inc()
             ranked = await self.sample(SampleRequest(UNKNOWN.user, k, tuple(exclude)))
-            return Recommendation(user_id, ranked, None, features_unavailable=True)
+            return self._served(Recommendation(user_id, ranked, None, features_unavailable=True))
         t1 = time.perf_counter()
         latency.labels("features").observe(t1 - t0)
         if feats.last_timestamp:
@@ -283,7 +329,7 @@ class Pipeline:
             ranked = sampled
         self.metrics.recommendations.labels(ranked.cold_start or "warm").inc()
         self.metrics.set_model_version(ranked.version)
-        return Recommendation(user_id, ranked, feats.last_timestamp or None)
+        return self._served(Recommendation(user_id, ranked, feats.last_timestamp or None))
 
     async def ready(self) -> Readiness:
         try:

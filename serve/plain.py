@@ -17,6 +17,7 @@ from serve.api import Clicks, create_app
 from serve.auth import Authenticator
 from serve.pipeline import Pipeline, SamplerStage, ScorerStage, configure_torch
 from serve.runtime import ModelSlots, ModelStatus
+from streaming.impressions import enabled_in_env
 
 
 class PlainHost:
@@ -28,16 +29,22 @@ class PlainHost:
         features: the feature reader.
         clicks: where POST /v1/events goes (default: ``$KAFKA_BOOTSTRAP_SERVERS``).
         auth: the API keys (default: :meth:`serve.auth.Authenticator.from_env`).
+        impressions: log every answer to Kafka through the clicks' brokers
+            (:mod:`streaming.impressions`; default ``$CCREC_IMPRESSIONS``, on).
     """
 
     def __init__(self, bundle: str | Path | None, features: FeatureReader,
-                 clicks: Clicks | None = None, auth: Authenticator | None = None) -> None:
+                 clicks: Clicks | None = None, auth: Authenticator | None = None,
+                 impressions: bool | None = None) -> None:
         configure_torch()
         self.slots = ModelSlots(bundle)
         self.pipeline = Pipeline(features, SamplerStage(self.slots), ScorerStage(self.slots),
                                  self._status)
-        self.app = create_app(self.pipeline, clicks or Clicks(), auth or Authenticator.from_env(),
+        clicks = clicks or Clicks()
+        self.app = create_app(self.pipeline, clicks, auth or Authenticator.from_env(),
                               title="CCRec (single process)")
+        self.pipeline.log_impressions(
+            clicks.bootstrap_servers, enabled_in_env() if impressions is None else impressions)
 
     async def _status(self) -> ModelStatus:
         return self.slots.status()

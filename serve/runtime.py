@@ -244,7 +244,7 @@ CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 def serve_config(bundle: str | None = None, features: dict | None = None,
                  kafka: str | None = None, replicas: int | None = None,
                  port: int | None = None, batch: dict | None = None,
-                 env: dict[str, str] | None = None) -> dict:
+                 env: dict[str, str] | None = None, impressions: bool | None = None) -> dict:
     """``serve_config.yaml`` with the bundle, feature source, broker and port filled in.
 
     Args:
@@ -256,6 +256,7 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
         batch: ``max_batch_size`` / ``batch_wait_timeout_s`` of both stages.
         env: environment variables of every replica (the application's
             ``runtime_env``), e.g. the API keys file (:mod:`serve.auth`).
+        impressions: the Ingress's impression log on or off (None: the file's, on).
     """
     import copy
 
@@ -273,6 +274,8 @@ def serve_config(bundle: str | None = None, features: dict | None = None,
                 user["features"] = features
             if kafka is not None:
                 user["kafka"] = kafka
+            if impressions is not None:
+                user["impressions"] = impressions
         else:
             if bundle is not None:
                 user["bundle"] = str(bundle)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -101,16 +102,19 @@ class ImpressionLog:
             ``labels(outcome).inc``); also kept in :attr:`counts`.
         topic: the topic (default :data:`IMPRESSIONS_TOPIC`).
         retry_s: wait between attempts to reach an absent broker.
+        linger_s: the thread gathers impressions this long before producing them (the
+            online accuracy join waits longer for them: its grace).
         **producer: extra KafkaProducer settings.
     """
 
     def __init__(self, settings: KafkaSettings, capacity: int = DEFAULT_CAPACITY,
                  batch: int = 500, count: Callable[[str, int], None] | None = None,
-                 topic: str = IMPRESSIONS_TOPIC, retry_s: float = 1.0, **producer: Any) -> None:
+                 topic: str = IMPRESSIONS_TOPIC, retry_s: float = 1.0, linger_s: float = 0.2,
+                 **producer: Any) -> None:
         if capacity < 1 or batch < 1:
             raise ValueError("capacity and batch must be at least 1")
         self.settings, self.topic, self.capacity, self.batch = settings, topic, capacity, batch
-        self.retry_s = retry_s
+        self.retry_s, self.linger_s = retry_s, linger_s
         self.producer_options = {"linger_ms": 5, "request_timeout_ms": 10_000,
                                  "max_block_ms": 10_000, **producer}
         self.counts = dict.fromkeys(OUTCOMES, 0)
@@ -130,7 +134,8 @@ class ImpressionLog:
                 self._record("dropped", 1)
                 return False
             self._buffer.append(impression)
-            self._wake.notify()
+            if len(self._buffer) == 1 or len(self._buffer) == self.batch:
+                self._wake.notify()  # the thread waits for the first, or lingers for a batch
             return True
 
     @property
@@ -160,6 +165,13 @@ class ImpressionLog:
         with self._wake:
             while not self._buffer and not self._stopping:
                 self._wake.wait()
+            # Gather for up to linger_s: fewer, larger produce requests (CPU per impression).
+            deadline = time.monotonic() + self.linger_s
+            while len(self._buffer) < self.batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
             return [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
 
     def _run(self) -> None:
@@ -210,12 +222,20 @@ class ImpressionLog:
 
 
 def impression_log_from_env(bootstrap_servers: str | None, enabled: bool,
-                            count: Callable[[str, int], None] | None = None
-                            ) -> ImpressionLog | None:
-    """The impression log of a host, or None: disabled, or no broker configured."""
+                            count: Callable[[str, int], None] | None = None,
+                            topic: str = IMPRESSIONS_TOPIC) -> ImpressionLog | None:
+    """The impression log of a host, or None: disabled, or no broker configured
+    (``bootstrap_servers`` None: ``$KAFKA_BOOTSTRAP_SERVERS``)."""
+    bootstrap_servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not enabled:
         return None
     if not bootstrap_servers:
         log.warning("impression log off: no Kafka bootstrap servers configured")
         return None
-    return ImpressionLog(KafkaSettings.from_env(bootstrap_servers), count=count)
+    return ImpressionLog(KafkaSettings.from_env(bootstrap_servers), count=count, topic=topic)
+
+
+def enabled_in_env() -> bool:
+    """``$CCREC_IMPRESSIONS``: on unless 0, false, off or no."""
+    return os.environ.get("CCREC_IMPRESSIONS", "1").strip().lower() not in ("0", "false",
+                                                                           "off", "no")

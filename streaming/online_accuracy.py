@@ -244,7 +244,7 @@ class OnlineAccuracy(threading.Thread):
         super().__init__(name="ccrec-online-accuracy", daemon=True)
         self.settings, self.out_dir, self.group_id = settings, Path(out_dir), group_id
         self.impressions_topic, self.clicks_topic = topics
-        self.join = OnlineJoin(config)
+        self.online_join = OnlineJoin(config)
         self.exporter = Exporter()
         self.consumer_options = consumer
         self.rows_written = 0
@@ -268,10 +268,10 @@ class OnlineAccuracy(threading.Thread):
         for record in sorted(records, key=lambda r: r.timestamp):
             try:
                 if record.topic == self.impressions_topic:
-                    self.join.impression(Impression.from_wire(record.value))
+                    self.online_join.impression(Impression.from_wire(record.value))
                 else:
                     event = parse_event(record.value)
-                    self.join.click(Click(event.user_id, event.category_id,
+                    self.online_join.click(Click(event.user_id, event.category_id,
                                           float(event.epoch_seconds), record.timestamp / 1000))
             except Exception as exc:  # a bad message is the worker's DLQ's business, not ours
                 self.skipped += 1
@@ -279,7 +279,7 @@ class OnlineAccuracy(threading.Thread):
 
     def flush(self, now: float | None = None) -> list[dict]:
         """Join what is due, export and write it; the rows."""
-        rows = self.join.due(time.time() if now is None else now)
+        rows = self.online_join.due(time.time() if now is None else now)
         if rows:
             self.exporter.add(rows)
             write_rows(self.out_dir, rows)

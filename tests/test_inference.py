@@ -70,6 +70,42 @@ def test_traced_cascade_answers_bit_for_bit_as_the_eager_one(use_vae):
                             exclude=[3])
 
 
+def test_cached_embeddings_answer_as_computed_ones_and_are_reused():
+    fast, eager = _recommenders()
+    users = _users(12, seed=1)
+    cache = fast.embeddings
+    assert torch.equal(fast.scores(users[:6]), eager.scores(users[:6]))  # computed
+    assert (cache.hits, cache.misses) == (0, 6)
+    assert torch.equal(fast.scores(users), eager.scores(users))  # half held, half new
+    assert (cache.hits, cache.misses) == (6, 12)
+    for user in users:  # one user at a time, all held
+        assert torch.equal(fast.scores([user]), eager.scores([user]))
+    assert (cache.hits, cache.misses) == (18, 12)
+    # a click adds an item to the newest CI: that user is embedded again
+    user = users[3]
+    clicked = UserRequest(user.past_categories, [*user.past_items[:-1],
+                                                 [*user.past_items[-1], 7]], user.user_features)
+    assert torch.equal(fast.scores([clicked]), eager.scores([clicked]))
+    assert cache.misses == 13
+    # ... and so is a user whose features changed
+    moved = UserRequest(user.past_categories, user.past_items, [(user.user_features[0] + 1) % 3,
+                                                                user.user_features[1]])
+    assert torch.equal(fast.scores([moved]), eager.scores([moved]))
+    assert cache.misses == 14
+    empty = UserRequest([], [], [1, 1])  # no CI: the profile alone is embedded
+    assert torch.equal(fast.scores([empty]), eager.scores([empty]))
+
+
+def test_the_cache_drops_the_least_recently_used_rows():
+    fast, eager = _recommenders()
+    fast.embeddings.size = 4
+    users = _users(6, seed=2)
+    for user in users:
+        assert torch.equal(fast.scores([user]), eager.scores([user]))
+        assert len(fast.embeddings.rows) <= 4
+    assert torch.equal(fast.scores(users), eager.scores(users))  # more new CIs than it holds
+
+
 class _Branchy(nn.Module):
     """A forward whose Python branch on the data a trace would freeze."""
 

@@ -58,6 +58,7 @@ def tune(dataset: str, category_level: str | None, config_path: str | None,
     import ray
 
     from ccrec.config import load
+    from ccrec.console import announce, quiet_libraries
     from ccrec.models.cascade import CascadeConfig
     from ccrec.train.run import ensure_prepared
     from ccrec.train.stage_runner import RayConfig
@@ -69,7 +70,9 @@ def tune(dataset: str, category_level: str | None, config_path: str | None,
         config_path = str(default) if default.exists() else None
     base = load(CascadeConfig, config_path, list(overrides))
     if not ray.is_initialized():
+        announce()
         ray.init(address=address, log_to_driver=False)
+        quiet_libraries()
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     summary = run_tuning(
         path, base, RayConfig(num_workers=num_workers, use_gpu=gpu, address=address),

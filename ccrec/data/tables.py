@@ -106,7 +106,8 @@ class CandidateTable:
         users: the split's :class:`UserTable`.
         candidates: [N, R] long candidate categories (0 = padding).
         candidate_m1: [N, R] float, M1's probability of each candidate.
-        ci_embeddings: [N, k, E] float VAE embeddings of the past interactions.
+        ci_embeddings: [N, k+1, E] float VAE embeddings of the profile (slot 0) and
+            the past interactions.
     """
 
     def __init__(

@@ -42,6 +42,9 @@ class TrainConfig:
         monitor: validation quantity for early stopping (``loss`` is minimised,
             anything else, e.g. ``HR@1``, maximised).
         grad_clip: clip the gradient norm to this (0 = off).
+        validate_initial: also validate the weights before the first epoch;
+            they are kept if no epoch beats them (a residual scorer that
+            starts as M1 then never ends worse than M1 on validation).
         seed: seeds torch, numpy, random and the loader's shuffling.
         num_workers: DataLoader worker processes.
         progress: show progress bars.
@@ -55,6 +58,7 @@ class TrainConfig:
     min_delta: float = 1e-4
     monitor: str = "loss"
     grad_clip: float = 0.0
+    validate_initial: bool = False
     seed: int = 0
     num_workers: int = 0
     progress: bool = True

@@ -37,6 +37,8 @@ class CascadeConfig:
         sampler, encoder, scorer: the stages' hyperparameters.
         candidates: |r_t| and the past-categories switch.
         train_sampler, train_encoder, train_scorer: how each stage trains.
+        warm_start: a bundle directory whose weights initialise every stage
+            (continual training fine-tunes the served model); None: fresh weights.
     """
 
     max_past: int = 10
@@ -48,6 +50,7 @@ class CascadeConfig:
     train_sampler: TrainConfig = field(default_factory=TrainConfig)
     train_encoder: TrainConfig = field(default_factory=TrainConfig)
     train_scorer: TrainConfig = field(default_factory=lambda: TrainConfig(monitor="HR@1"))
+    warm_start: str | None = None
 
 
 def candidates_from_m1(
@@ -117,15 +120,18 @@ class CCRec(nn.Module):
         )
 
     def score_tensors(
-        self, past_categories: Tensor, past_profiles: Tensor, user_features: Tensor
+        self, past_categories: Tensor, past_profiles: Tensor | None,
+        user_features: Tensor | None, ci_embeddings: Tensor | None = None,
     ) -> Tensor:
-        # past_categories: [B, k]; past_profiles: [B, k, P]; user_features: [B, F]
+        # past_categories: [B, k]; past_profiles: [B, k, P]; user_features: [B, F];
+        # ci_embeddings: [B, k+1, E], the VAE's embeddings when computed already
         log_probs = self.sampler(past_categories)  # [B, C+1]
         cands, m1 = candidates_from_m1(log_probs, past_categories, self.candidate_config)
-        emb = None
-        if self.scorer.config.use_vae:
+        emb = ci_embeddings
+        if emb is None and self.scorer.config.use_vae:
             assert self.encoder is not None
-            emb = self.encoder.embed(user_features, past_profiles, past_categories)  # [B, k, E]
+            emb = self.encoder.user_embeddings(user_features, past_profiles,
+                                               past_categories)  # [B, k+1, E]
         scores = self.scorer(past_categories, emb, cands, m1)  # [B, R]
         out = log_probs.exp() - 1.0  # [B, C+1]: non-candidates rank below candidates
         out = out.scatter(1, cands, torch.where(cands != 0, scores, out.gather(1, cands)))

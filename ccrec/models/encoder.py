@@ -5,6 +5,13 @@ features (one block per f_t column), the CI's L1-normalised item profile
 (hashed into ``item_profile_dim`` buckets, see :func:`ccrec.batch.item_buckets`)
 and the one-hot category. Two MLPs give μ and log σ²; a reparameterised
 sample is decoded back to X. At inference the embedding of the CI is μ.
+
+The same encoder embeds a user's profile alone: μ of X = [f_t; 0; 0], the
+input with no item and no category (:meth:`CategoryVAE.profile`). Training
+shows it that input too (each CI row is also seen with its π and c blanked
+with probability ``profile_rate``), so the profile embedding is one the VAE
+has learnt to reconstruct f_t from. M2 reads it (:meth:`user_embeddings`) and
+answers a newcomer without history by who they are.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class EncoderConfig:
         latent_dim: E, the embedding size (paper: 256).
         beta: weight of the KL term.
         dropout: dropout on the input.
+        profile_rate: share of training rows seen as the profile alone
+            (π and c blanked).
     """
 
     item_profile_dim: int = 512
@@ -36,6 +45,7 @@ class EncoderConfig:
     latent_dim: int = 256
     beta: float = 1.0
     dropout: float = 0.0
+    profile_rate: float = 0.0
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -92,11 +102,16 @@ class CategoryVAE(nn.Module):
         return list(recon.split(self.segments, -1)), mu, logvar
 
     def loss(self, batch: InteractionBatch) -> Tensor:
-        x = self.inputs(batch.user_features, batch.profiles, batch.categories)
+        profiles, categories = batch.profiles, batch.categories
+        if self.training and self.config.profile_rate > 0:
+            blank = torch.rand(len(categories), device=categories.device) < \
+                self.config.profile_rate  # [B]
+            profiles = profiles.masked_fill(blank.unsqueeze(-1), 0.0)
+            categories = categories.masked_fill(blank, 0)
+        x = self.inputs(batch.user_features, profiles, categories)
         recon, mu, logvar = self(x)
         total, _ = vae_loss(
-            recon, batch.user_features, batch.profiles, batch.categories, mu, logvar,
-            self.config.beta,
+            recon, batch.user_features, profiles, categories, mu, logvar, self.config.beta,
         )
         return total
 
@@ -107,3 +122,17 @@ class CategoryVAE(nn.Module):
         x = self.inputs(feats, profiles, categories)  # [B, k, D]
         mu = self.mu(x)  # [B, k, E]
         return mu * (categories != 0).unsqueeze(-1).to(mu.dtype)
+
+    def profile(self, user_features: Tensor) -> Tensor:
+        """μ of the profile alone, X = [f_t; 0; 0]: f_t [B, F] → [B, E]."""
+        b = user_features.shape[0]
+        blank = torch.zeros(b, self.config.item_profile_dim, device=user_features.device)
+        categories = torch.zeros(b, dtype=torch.long, device=user_features.device)
+        return self.mu(self.inputs(user_features, blank, categories))  # [B, E]
+
+    def user_embeddings(self, user_features: Tensor, profiles: Tensor,
+                        categories: Tensor) -> Tensor:
+        """M2's VAE input: [profile; CI embeddings], f_t [B, F], π [B, k, P], c [B, k]
+        → [B, k+1, E] (slot 0 the profile, slots 1..k as :meth:`embed`)."""
+        return torch.cat([self.profile(user_features).unsqueeze(1),
+                          self.embed(user_features, profiles, categories)], 1)

@@ -60,6 +60,10 @@ def candidate_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """r_t [N, R] and y^{M1} [N, R] for every user of ``table``."""
     sampler.eval()
+    if not len(table):  # an empty split
+        width = min(config.size, sampler.num_categories) + (
+            table.max_past if config.include_past else 0)
+        return np.zeros((0, width), np.int64), np.zeros((0, width), np.float32)
     cands, probs = [], []
     for batch in make_loader(table, batch_size, shuffle=False):
         c, p = candidates_from_m1(sampler(batch.past_categories), batch.past_categories, config)
@@ -71,12 +75,14 @@ def candidate_arrays(
 @torch.no_grad()
 def embed_table(encoder: CategoryVAE | None, table: UserTable,
                 batch_size: int = 1024) -> np.ndarray:
-    """μ of every past category interaction: [N, k, E] (E = 0 without an encoder)."""
-    if encoder is None:
-        return np.zeros((len(table), table.max_past, 0), np.float32)
+    """μ of every user's profile and past category interactions: [N, k+1, E]
+    (slot 0 the profile; E = 0 without an encoder)."""
+    if encoder is None or not len(table):
+        dim = 0 if encoder is None else encoder.latent_dim
+        return np.zeros((len(table), table.max_past + 1, dim), np.float32)
     encoder.eval()
     out = [
-        encoder.embed(b.user_features, b.past_profiles, b.past_categories).numpy()
+        encoder.user_embeddings(b.user_features, b.past_profiles, b.past_categories).numpy()
         for b in make_loader(table, batch_size, shuffle=False)
     ]
     return np.concatenate(out)

@@ -132,7 +132,7 @@ def train_cascade_ray(dataset: str | Path, config: CascadeConfig, ray_config: Ra
 
     model = assemble(specs, stages, config)
     seconds["total"] = time.perf_counter() - started
-    log.info("cascade trained on Ray in %.1fs: %s", seconds["total"], seconds)
+    log.debug("cascade trained on Ray in %.1fs: %s", seconds["total"], seconds)
     return DistributedResult(model, config, stages, seconds, run_dir)
 
 

@@ -63,7 +63,7 @@ def candidate_table(users: UserTable, frame: pd.DataFrame, embedding_dim: int) -
             return np.zeros((0, 0), dtype)
         return np.stack([np.asarray(v, dtype) for v in frame[column]])
 
-    embeddings = stacked("ci_embeddings", np.float32).reshape(n, k, embedding_dim)
+    embeddings = stacked("ci_embeddings", np.float32).reshape(n, k + 1, embedding_dim)
     return CandidateTable(users, stacked("candidates", np.int64),
                           stacked("candidate_m1", np.float32), embeddings)
 
@@ -95,7 +95,8 @@ class CascadeInference:
         b = users.batch(np.arange(len(users))).to(self.device)  # CategoryBatch [B, …]
         cands, probs = candidates_from_m1(self.sampler(b.past_categories), b.past_categories,
                                           self.spec.cascade.candidates)  # [B, R] each
-        emb = self.encoder.embed(b.user_features, b.past_profiles, b.past_categories)  # [B,k,E]
+        emb = self.encoder.user_embeddings(b.user_features, b.past_profiles,
+                                           b.past_categories)  # [B, k+1, E]
         out = frame.copy()
         out["candidates"] = list(cands.cpu().numpy())
         out["candidate_m1"] = list(probs.cpu().numpy())

@@ -303,6 +303,12 @@ def fit(
     optimizer = optimizer if optimizer is not None else make_optimizer(model, config)
     state = state if state is not None else FitState(EarlyStopping.of(config))
     start = state.epoch + 1
+    if start == 0 and validate is not None and config.validate_initial:
+        model.eval()
+        values = validate(model)
+        if state.stopping.update(-1, float(values[config.monitor])):
+            state.best_state = cpu_state(model)
+        log.info("%s before training %s", desc, {k: round(float(v), 5) for k, v in values.items()})
     for epoch in range(start, config.epochs):
         if state.stopping.stop:
             break

@@ -41,6 +41,7 @@ from ccrec.data.tables import make_loader
 from ccrec.train.checkpoint import read_state, resume, save_checkpoint
 from ccrec.train.ingest import CascadeInference, candidate_table, read_split, shard_frame
 from ccrec.train.loop import FitResult, FitState, TrainStep, fit, make_optimizer
+from ccrec.train.progress import epoch_lines
 from ccrec.train.stages import StageSpec
 
 
@@ -232,23 +233,25 @@ def run_stage(spec: StageSpec, train: ray.data.Dataset, ray_config: RayConfig, *
     # Materialised before the workers take the CPUs: a lazy read would wait for a
     # CPU that the training workers hold (Ray Data's budget excludes them).
     train = train.materialize()
-    trainer = TorchTrainer(
-        stage_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray_config.scaling(),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=ray_config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-        datasets={"train": train},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
-    )
-    started = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - started
+    # one console line per epoch while the job runs (ccrec.train.progress)
+    with epoch_lines(storage / f"{run_name}.epochs.jsonl", spec.train.epochs) as epoch_log:
+        trainer = TorchTrainer(
+            stage_loop,
+            train_loop_config=loop_config,
+            scaling_config=ray_config.scaling(),
+            run_config=RunConfig(
+                name=run_name,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=ray_config.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                callbacks=[*(callbacks or []), epoch_log],
+            ),
+            datasets={"train": train},
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        )
+        started = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - started
     if result.checkpoint is None:
         raise RuntimeError(f"stage {spec.stage} reported no checkpoint ({result.error})")
     with result.checkpoint.as_directory() as d:

@@ -10,12 +10,15 @@ come from one place, :data:`SEED_OFFSET`: stage s initialises its model with
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from ccrec.bundle import WEIGHT_FILES
 from ccrec.data.tables import CandidateTable, Table, UserTable, make_loader
 from ccrec.metrics import ranking_metrics
 from ccrec.models.base import TrainConfig
@@ -26,6 +29,8 @@ from ccrec.models.scorer import PrecisionScorer
 from ccrec.train.loop import TrainStep, Validate, device_of, evaluate_epoch, loss_validation
 
 STAGES = ("m1", "vae", "m2")
+#: Each stage's name in a bundle (:data:`ccrec.bundle.WEIGHT_FILES`).
+BUNDLE_STAGE = {"m1": "sampler", "vae": "encoder", "m2": "scorer"}
 #: The one stage-seed table (see the module docstring).
 SEED_OFFSET = {"m1": 0, "vae": 1, "m2": 2}
 #: Cut-offs of the ranking metrics every stage that ranks validates with.
@@ -65,14 +70,21 @@ class StageSpec:
         return replace(base, seed=base.seed + self.seed)
 
     def build(self) -> nn.Module:
-        """The stage's model, initialised with the stage's seed."""
+        """The stage's model, initialised with the stage's seed, or with the stage's
+        weights in the ``warm_start`` bundle."""
         c = self.cascade
         torch.manual_seed(self.seed)
+        model: nn.Module
         if self.stage == "m1":
-            return MLESampler(self.num_categories, c.max_past, c.sampler)
-        if self.stage == "vae":
-            return CategoryVAE(list(self.feature_cardinalities), self.num_categories, c.encoder)
-        return PrecisionScorer(self.num_categories, self.embedding_dim, c.scorer)
+            model = MLESampler(self.num_categories, c.max_past, c.sampler)
+        elif self.stage == "vae":
+            model = CategoryVAE(list(self.feature_cardinalities), self.num_categories, c.encoder)
+        else:
+            model = PrecisionScorer(self.num_categories, self.embedding_dim, c.scorer)
+        if c.warm_start:
+            weights = Path(c.warm_start) / WEIGHT_FILES[BUNDLE_STAGE[self.stage]]
+            model.load_state_dict(load_file(str(weights)))
+        return model
 
     def users(self, frame: pd.DataFrame) -> UserTable:
         """A frame of prepared examples as a :class:`UserTable`."""
@@ -115,6 +127,13 @@ def sampler_validation(table: UserTable, num_categories: int, ks=VALID_KS) -> Va
     return validate
 
 
+def combined(metrics: dict[str, float]) -> dict[str, float]:
+    """``HR@1+Precision@3``: the one number M2 is early-stopped on (both goals)."""
+    if "HR@1" in metrics and "Precision@3" in metrics:
+        return {"HR@1+Precision@3": metrics["HR@1"] + metrics["Precision@3"]}
+    return {}
+
+
 def scorer_validation(table: CandidateTable, ks=VALID_KS) -> Validate:
     """M2's loss and HR@k / Precision@k … on validation users' candidates."""
     loader = make_loader(table, 1024, shuffle=False)
@@ -128,6 +147,7 @@ def scorer_validation(table: CandidateTable, ks=VALID_KS) -> Validate:
             batch = batch.to(device)
             s = scorer.score_batch(batch).masked_fill(~batch.candidate_mask, -1.0)  # type: ignore[operator]
             ranked.append(batch.candidates.gather(1, s.argsort(-1, descending=True)).cpu().numpy())
-        return {**values, **ranking_metrics(np.concatenate(ranked), table.users.future, ks)}
+        ranking = ranking_metrics(np.concatenate(ranked), table.users.future, ks)
+        return {**values, **ranking, **combined(ranking)}
 
     return validate

@@ -134,9 +134,9 @@ def test_services_are_wired() -> None:
     assert env["CCREC_REDIS_URL"].split(":")[0] == "redis"
     assert env["FEAST_REGISTRY_URL"].startswith("postgresql+psycopg://")
     assert "@postgres:5432/" in env["FEAST_REGISTRY_URL"]
-    # The topics service creates the click stream and its DLQ.
+    # The topics service creates the click stream, its DLQ and the impression log.
     topics = " ".join(services["kafka-topics"]["command"])
-    assert "ccrec.interactions ccrec.interactions.dlq" in topics
+    assert "ccrec.interactions ccrec.interactions.dlq ccrec.recommendations" in topics
     # Files the containers read exist in the repository (the image is the repo).
     serve_cmd = " ".join(services["serve"]["command"])
     assert "deploy/serve/serve_config.yaml" in serve_cmd

@@ -201,7 +201,7 @@ def test_kafka_topics_and_clusters() -> None:
     (kafka,) = find(MANIFESTS, "Kafka")
     topics = {m.body["spec"].get("topicName", m.name): m.body["spec"] for m in find(MANIFESTS,
                                                                                       "KafkaTopic")}
-    assert set(topics) == {TOPIC, DLQ}
+    assert set(topics) == {TOPIC, DLQ, "ccrec.recommendations"}  # + the impression log
     for m in find(MANIFESTS, "KafkaTopic") + find(MANIFESTS, "KafkaNodePool"):
         assert m.body["metadata"]["labels"]["strimzi.io/cluster"] == kafka.name, m.id
     assert kafka.body["metadata"]["annotations"] == {

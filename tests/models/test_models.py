@@ -69,7 +69,7 @@ def test_scorer_scores_each_candidate_on_its_own():
     torch.manual_seed(0)
     scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32)).eval()
     b = _batch()
-    emb, m1 = torch.randn(4, K, 8), torch.rand(4, 3)
+    emb, m1 = torch.randn(4, K + 1, 8), torch.rand(4, 3)  # slot 0: the profile
     cands = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 7, 1], [2, 0, 0]])
     s = scorer(b.past_categories, emb, cands, m1)
     assert s.shape == (4, 3)
@@ -100,7 +100,7 @@ def test_one_training_step_each_stage():
     scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32))
     ib = InteractionBatch(b.user_features, b.past_profiles[:, 0], b.past_categories[:, 0])
     cands = torch.tensor([[1, 2], [3, 4], [5, 6], [7, 1]])
-    cb = CandidateBatch(b.past_categories, torch.randn(4, K, 8), cands, torch.rand(4, 2),
+    cb = CandidateBatch(b.past_categories, torch.randn(4, K + 1, 8), cands, torch.rand(4, 2),
                         torch.tensor([[1.0, 0], [0, 0], [0, 1], [1, 1]]), torch.arange(4))
     for model, batch in ((sampler, b), (vae, ib), (scorer, cb)):
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -121,7 +121,8 @@ def test_cascade_ranks_candidates_by_m2_and_the_rest_by_m1():
     with torch.no_grad():
         scores = model.score(batch)
         log_probs = model.sampler(batch.past_categories)
-        emb = vae.embed(batch.user_features, batch.past_profiles, batch.past_categories)
+        emb = vae.user_embeddings(batch.user_features, batch.past_profiles,
+                                  batch.past_categories)
         cands, m1 = candidates_from_m1(log_probs, batch.past_categories, CandidateConfig(size=3))
         m2 = scorer(batch.past_categories, emb, cands, m1)
     assert scores.shape == (4, C + 1) and (scores[:, 0] == -2.0).all()
@@ -132,3 +133,41 @@ def test_cascade_ranks_candidates_by_m2_and_the_rest_by_m1():
         assert torch.allclose(scores[user, candidates], m2[user][present])
         others = [c for c in range(1, C + 1) if c not in candidates.tolist()]
         assert torch.allclose(scores[user, others], log_probs[user, others].exp() - 1.0)
+
+
+def test_residual_scorer_starts_as_m1_order():
+    torch.manual_seed(0)
+    scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32, residual=True)).eval()
+    b = _batch()
+    cands = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 7, 1], [2, 5, 0]])
+    m1 = torch.tensor([[0.5, 0.25, 0.0], [0.1, 0.3, 0.2], [0.05, 0.6, 0.2], [0.2, 0.4, 0.0]])
+    s = scorer(b.past_categories, torch.randn(4, K + 1, 8), cands, m1)
+    # σ(1 · log p) = p / (1 + p): the zero last layer adds nothing yet
+    present = cands != 0
+    assert torch.allclose(s[present], (m1 / (1 + m1))[present], atol=1e-6)
+
+
+def test_profile_slot_reaches_the_scores_only_with_use_profile():
+    b = _batch()
+    b.past_categories[:] = 0  # newcomers: no past at all
+    cands, m1 = torch.tensor([[1, 2, 3]] * 4), torch.full((4, 3), 0.2)
+    emb = torch.zeros(4, K + 1, 8)
+    other = emb.clone()
+    other[:, 0] = torch.randn(4, 8)  # another profile
+    for use_profile, differs in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        scorer = PrecisionScorer(C, 8, ScorerConfig(d_model=16, hidden=32,
+                                                    use_profile=use_profile)).eval()
+        a = scorer(b.past_categories, emb, cands, m1)
+        assert (not torch.allclose(a, scorer(b.past_categories, other, cands, m1))) == differs
+
+
+def test_user_embeddings_are_the_profile_then_each_past_interaction():
+    vae = CategoryVAE(CARDS, C, EncoderConfig(item_profile_dim=P, hidden=32, latent_dim=8))
+    b = _batch()
+    emb = vae.eval().user_embeddings(b.user_features, b.past_profiles, b.past_categories)
+    assert emb.shape == (4, K + 1, 8)
+    x = vae.inputs(b.user_features, torch.zeros(4, P), torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(emb[:, 0], vae.mu(x), atol=1e-6)  # μ of [f_t; 0; 0]
+    assert torch.allclose(emb[:, 1:], vae.embed(b.user_features, b.past_profiles,
+                                                b.past_categories))

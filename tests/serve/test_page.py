@@ -128,6 +128,8 @@ def test_a_click_on_the_page_refreshes_the_top_k(served, browser, synthetic, bun
                         headers=api_key.headers).json()
     assert shown == [c["category_id"] for c in answer["categories"]]
     assert len(browser.find_elements("css selector", "#clicks tr")) == 1
+    picks = browser.find_elements("css selector", "#users option")
+    assert [o.get_attribute("value") for o in picks] == [user]  # to pick again
 
     # the live panel: one click produced, the served version
     wait.until(lambda d: d.find_elements("id", "m-events") and _text(d, "m-events") == "1")

@@ -222,3 +222,32 @@ def test_every_bad_request_through_serve_gets_a_4xx(graph, bundles, broker, api_
         assert result.failures == SERVE_DROPS, summary
         assert summary["5xx"] == 0 and {result.status[c] for c in SERVE_DROPS} == {0}
         assert summary["4xx"] == summary["cases"] - len(SERVE_DROPS)
+
+
+def test_answers_through_serve_go_to_the_impression_log(graph, bundles, broker, post):
+    from kafka import KafkaConsumer
+
+    deploy, url = graph
+    deploy(bundle=str(bundles[0]), kafka=broker)  # the impression log is on by default
+    wait_ready(url, timeout=120)
+    answers = [post(url, "/v1/recommendations", {"user_id": u}).json() for u in ("1", "2", "x")]
+    wanted = {a["request_id"]: a for a in answers}
+    consumer = KafkaConsumer("ccrec.recommendations", bootstrap_servers=broker,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while set(wanted) - set(seen) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    message = json.loads(record.value)
+                    if message["request_id"] in wanted:
+                        seen[message["request_id"]] = message
+    finally:
+        consumer.close()
+    assert set(seen) == set(wanted)
+    for request_id, answer in wanted.items():
+        message = seen[request_id]
+        assert (message["user_id"], message["model_version"]) == (answer["user_id"],
+                                                                  "untrained-1")
+        assert message["categories"] == [c["category_id"] for c in answer["categories"]]

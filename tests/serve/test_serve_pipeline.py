@@ -87,7 +87,7 @@ def test_cold_start_ranks_the_bundle_popularity_or_live_popularity(bundles):
     prior = rec.popularity()  # M1 on an empty history
     assert prior[1:].sum().item() == pytest.approx(1.0, abs=1e-5)
     order = [f"c{int(c)}" for c in prior[1:].argsort(descending=True) + 1]
-    no_past = UserRequest([], [], [1, 2])
+    no_past = UserRequest([], [], [0, 0])  # no profile either (0 = unknown)
     live = Popularity(categories=[5, 2, 99, 3], counts=[30, 10, 1000, 0])  # 99: unknown
     bundle, by_count, excluded = SamplerStage(slot).sample_many([
         SampleRequest(no_past, 3),
@@ -100,6 +100,21 @@ def test_cold_start_ranks_the_bundle_popularity_or_live_popularity(bundles):
     assert by_count.categories[:2] == ["c5", "c2"]
     assert by_count.scores[:2] == pytest.approx([0.75, 0.25])
     assert excluded.categories == order[1:]
+
+
+def test_a_newcomer_with_a_known_profile_is_ranked_by_the_cascade(bundles):
+    slot = ModelSlots(bundles[0])
+    rec = slot.current().recommender
+    assert rec.scores_profiles  # the debug config's M2 reads the VAE's profile embedding
+    newcomer = UserRequest([], [], [1, 2])
+    sampled, unknown = SamplerStage(slot).sample_many(
+        [SampleRequest(newcomer, 3), SampleRequest(UserRequest([], [], []), 3)])
+    assert isinstance(sampled, Shortlist) and unknown.cold_start is ColdStart.POPULARITY
+    (ranked,) = asyncio.run(ScorerStage(slot).score_many([ScoreRequest(newcomer, sampled, 3)]))
+    expected = rec.names(rec.recommend([], None, [1, 2], k=3))
+    assert ranked.categories == [c for c, _ in expected]
+    assert ranked.scores == pytest.approx([s for _, s in expected], abs=1e-5)
+    assert ranked.cold_start is ColdStart.PROFILE
 
 
 def test_popularity_prior_is_normalised_over_known_categories():

@@ -48,7 +48,7 @@ def prepared(tmp_path_factory):
     return raw, prepare("complete-journey", CONFIG, raw=raw, out_dir=out)
 
 
-def _wire(raw_events: pd.DataFrame) -> list[dict]:
+def wire(raw_events: pd.DataFrame) -> list[dict]:
     """The source events as the stream's JSON events, in time order."""
     ordered = raw_events.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
     return [{"user_id": str(e.user_id), "item_id": str(e.item_id),
@@ -57,12 +57,14 @@ def _wire(raw_events: pd.DataFrame) -> list[dict]:
             for k, e in enumerate(ordered.itertuples())]
 
 
-def _stream(store, prepared_dir, events: list[dict], batches: list[slice]) -> None:
-    """Each batch of events through the stream's updater into the store (online + log)."""
+def stream_events(store, prepared_dir, events: list[dict], batches: list[slice],
+                  first_offset: int = 0) -> None:
+    """Each batch of events through the stream's updater into the store (online + log);
+    the events are the partition's records from ``first_offset`` on."""
     online = OnlineRows(store, store.get_feature_view(SEQUENCE_VIEW))
     config = WorkerConfig(sequence=CONFIG.sequence)
     updater = FeatureUpdater(online, Vocabulary.from_prepared(prepared_dir), config)
-    records = [SimpleNamespace(topic="t", partition=0, offset=k, value=encode(e),
+    records = [SimpleNamespace(topic="t", partition=0, offset=first_offset + k, value=encode(e),
                                timestamp=time.time() * 1000) for k, e in enumerate(events)]
     for batch in batches:
         result = updater.process(records[batch])
@@ -73,10 +75,11 @@ def _stream(store, prepared_dir, events: list[dict], batches: list[slice]) -> No
 
 def test_examples_from_the_offline_log_equal_the_prepared_ones(prepared, tmp_path):
     raw, prepared_dir = prepared
-    events = _wire(raw.events)
+    events = wire(raw.events)
     store = open_store(tmp_path / "store")
     # micro-batches of 97 events: a user's events of one batch share one log row
-    _stream(store, prepared_dir, events, [slice(i, i + 97) for i in range(0, len(events), 97)])
+    stream_events(store, prepared_dir, events,
+                  [slice(i, i + 97) for i in range(0, len(events), 97)])
     load_static_features(store, load_prepared(prepared_dir))
 
     logged = log_events(store)
@@ -102,11 +105,11 @@ def test_each_example_has_the_features_feast_served_at_its_origin(prepared, tmp_
     raw, prepared_dir = prepared
     # three households keep the number of pushes (one per moment) small
     households = sorted(raw.events["user_id"].unique())[:3]
-    events = _wire(raw.events[raw.events["user_id"].isin(households)])
+    events = wire(raw.events[raw.events["user_id"].isin(households)])
     store = open_store(tmp_path / "store")
     times = np.array([e["timestamp"] for e in events])
     bounds = np.flatnonzero(np.r_[True, times[1:] != times[:-1], True])
-    _stream(store, prepared_dir, events,
+    stream_events(store, prepared_dir, events,
             [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
     load_static_features(store, load_prepared(prepared_dir))
     # every household a training user: an example at each of its CI boundaries

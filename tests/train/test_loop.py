@@ -93,3 +93,25 @@ def test_a_killed_fit_resumes_from_its_checkpoint_as_if_never_stopped(users, tmp
     assert resumed.best_epoch == whole.best_epoch
     for name, weight in unbroken.state_dict().items():
         assert torch.equal(weight, second.state_dict()[name]), name
+
+
+def test_validate_initial_keeps_the_untrained_weights_when_no_epoch_beats_them(users):
+    model = _sampler()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    values = iter([0.5, 0.4, 0.3, 0.45, 0.2])  # before training, then epochs 0..3
+
+    def validate(_model):
+        return {"HR@1": next(values)}
+
+    config = TrainConfig(epochs=4, batch_size=16, lr=1e-2, patience=10, progress=False,
+                         monitor="HR@1", validate_initial=True)
+    result = fit(model, make_loader(users, 16, shuffle=True), config, validate=validate)
+    assert (result.best_epoch, result.best_value) == (-1, 0.5)
+    assert len(result.history) == 4  # the initial check is no training epoch
+    for name, weight in model.state_dict().items():
+        assert torch.equal(weight, initial[name]), name
+    # without it, the best epoch's weights stay: epoch 2, HR@1 0.45
+    values = iter([0.4, 0.3, 0.45, 0.2])
+    result = fit(_sampler(), make_loader(users, 16, shuffle=True),
+                 TrainConfig(**{**config.__dict__, "validate_initial": False}), validate=validate)
+    assert (result.best_epoch, result.best_value) == (2, 0.45)
