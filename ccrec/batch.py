@@ -47,6 +47,15 @@ def pad_sequences(sequences: Sequence[Sequence[int]], width: int) -> np.ndarray:
     return out
 
 
+def pad_rows(rows: Sequence[Sequence[int]], width: int) -> Tensor:
+    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+    return out
+
+
 @dataclass
 class ItemProfiles:
     """Item profiles π of many users' category interactions, kept sparse (CSR).

@@ -36,10 +36,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ccrec.batch import item_profiles, pad_sequences
+from ccrec.batch import item_profiles, pad_rows, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
 from ccrec.inference import EmbeddingCache, eager_stages, fast_stages
-from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
+from ccrec.models.cascade import CascadeConfig, CCRec
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
@@ -233,15 +233,6 @@ class Candidates:
     tail_m1: list[float]
 
 
-def _pad(rows: Sequence[Sequence[int]], width: int) -> Tensor:
-    """[len(rows), width] long, each row left-aligned and 0-padded (rows fit ``width``)."""
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-    return out
-
-
 class CascadeRecommender:
     """Top-k categories from a trained cascade, one user or a batch.
 
@@ -304,8 +295,8 @@ class CascadeRecommender:
 
     def _features(self, requests: Sequence[UserRequest]) -> Tensor:
         """[B, F] long: f_t (0 = unknown)."""
-        return _pad([list(r.user_features or ())[: self.num_features] for r in requests],
-                    self.num_features)
+        return pad_rows([list(r.user_features or ())[: self.num_features] for r in requests],
+                        self.num_features)
 
     # --- the two serving stages --------------------------------------------------------------
     @torch.inference_mode()
@@ -319,10 +310,7 @@ class CascadeRecommender:
             exclude: category indices never to return, per request.
         """
         past = self._past(requests)  # [B, k]
-        log_probs = self.stages.sampler(past)  # [B, C+1]
-        cands, m1 = candidates_from_m1(log_probs, past, self.model.candidate_config)  # [B, R]
-        rest = log_probs.scatter(1, cands, -torch.inf)  # [B, C+1]: not a candidate
-        rest[:, 0] = -torch.inf
+        cands, m1, rest = self.stages.shortlist(past)  # [B, R], [B, R], [B, C+1]
         out = []
         for i, (row, probs) in enumerate(zip(cands.tolist(), m1.tolist(), strict=True)):
             excluded = set(exclude[i]) if exclude is not None else set()
@@ -344,7 +332,7 @@ class CascadeRecommender:
         """
         past = self._past(requests)  # [B, k]
         width = max(1, max(len(c.categories) for c in candidates))
-        cands = _pad([c.categories for c in candidates], width)  # [B, R]
+        cands = pad_rows([c.categories for c in candidates], width)  # [B, R]
         m1 = torch.zeros(len(candidates), width)  # [B, R]
         for i, c in enumerate(candidates):
             m1[i, : len(c.m1)] = torch.as_tensor(c.m1)

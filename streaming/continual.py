@@ -62,6 +62,7 @@ class RetrainConfig:
             window's validation users still applies).
         lr: the fine-tuning learning rate of each stage.
         margin: publish unless HR@1 on the window's validation users drops by more.
+        valid_fraction: the share of the window's users held out for the gate.
         seed: seeds the replay sample and the gate's bootstrap.
         config: the YAML of a first model's cascade (default: the data set's).
         overrides: ``key=value`` settings of the cascade (``ccrec train --set``).
@@ -72,6 +73,7 @@ class RetrainConfig:
     epochs: int = 3
     lr: float = 5e-4
     margin: float = 0.0
+    valid_fraction: float = 0.2
     seed: int = 0
     config: str | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -179,6 +181,7 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     task = default_config(dataset) if dataset in DATASET_DEFAULTS else PrepareConfig()
     # no test users: the gate compares on the validation users; the rest train
     task = replace(task, cutoff_mode="global", test_fraction=0.0,
+                   valid_fraction=config.valid_fraction,
                    cutoff=pd.Timestamp(cutoff, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
     work = Path(work_dir or Path(bundles_root) / ".cycles") / (
         time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}")

@@ -144,7 +144,8 @@ def test_kafka_is_sasl_ssl_only_and_its_clients_log_in() -> None:
     env = config.body["data"]
     assert (env["KAFKA_SECURITY_PROTOCOL"], env["KAFKA_SASL_MECHANISM"],
             env["KAFKA_SASL_USERNAME"]) == ("SASL_SSL", "SCRAM-SHA-512", user.name)
-    # the pods that talk to Kafka: the stream worker, the serve workers (POST /v1/events)
+    # the pods that talk to Kafka: the stream worker, the serve workers (POST /v1/events,
+    # the impression log), the online accuracy consumer
     clients = 0
     for where, pod, _ in PODS:
         for container in pod["containers"]:
@@ -158,7 +159,7 @@ def test_kafka_is_sasl_ssl_only_and_its_clients_log_in() -> None:
             ca = _mounts(pod, container)[ca_dir]["secret"]
             assert ca["secretName"] == f"{kafka.name}-cluster-ca-cert", where
             assert {"key": "ca.crt", "path": ca_file} in ca["items"], where
-    assert clients == 2
+    assert clients == 3
     (scaled,) = find(MANIFESTS, "ScaledObject")
     (trigger,) = scaled.body["spec"]["triggers"]
     assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
