@@ -34,8 +34,10 @@ def _fixed(values: tuple[str, ...]) -> dict:
 @click.option("--fix", "fixed", multiple=True, metavar="PARAM=VALUE",
               help="Hold a search-space parameter constant, e.g. --fix layers=2")
 @click.option("--num-samples", default=8, show_default=True, type=int, help="Trials.")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="HR@1", show_default=True,
-              help="Validation metric to maximise.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default=OBJECTIVES[0],
+              show_default=True,
+              help="Validation metric to maximise (validation users only); M2 is "
+                   "early-stopped on it too.")
 @click.option("--num-workers", default=1, show_default=True, type=int,
               help="Ray Train workers per trial and stage.")
 @click.option("--max-concurrent", default=1, show_default=True, type=int,

@@ -138,7 +138,7 @@ def _optuna(metric: str, seed: int):
 
 
 def run_tuning(path: Path, base: CascadeConfig, ray_config: RayConfig, out_dir: Path, *,
-               num_samples: int = 8, objective: str = "HR@1",
+               num_samples: int = 8, objective: str = OBJECTIVES[0],
                fixed: dict[str, Any] | None = None, max_concurrent: int = 1,
                grace_period: int = 1, use_optuna: bool = True, seed: int = 0,
                name: str | None = None) -> TuneSummary:
@@ -150,7 +150,9 @@ def run_tuning(path: Path, base: CascadeConfig, ray_config: RayConfig, out_dir: 
         ray_config: Ray Train workers per trial (and GPUs).
         out_dir: where trials, bundles, ``trials.csv``, ``trials.png`` and ``best.json`` go.
         num_samples: trials.
-        objective: ``HR@1`` or ``F1@3`` on the validation users (maximised).
+        objective: one of :data:`tune.space.OBJECTIVES` on the validation users
+            (maximised); M2's early stopping monitors it too, so a trial's bundle
+            holds the epoch the objective chose.
         fixed: hyperparameters held constant (removed from the space).
         max_concurrent: trials at once (each takes ``num_workers`` CPUs).
         grace_period: M2 epochs before ASHA may stop a trial.
@@ -158,6 +160,7 @@ def run_tuning(path: Path, base: CascadeConfig, ray_config: RayConfig, out_dir: 
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}")
     fixed = dict(fixed or {})
+    base = replace(base, train_scorer=replace(base.train_scorer, monitor=objective))
     metric = f"valid_{objective}"
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

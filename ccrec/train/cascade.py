@@ -60,6 +60,10 @@ def candidate_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """r_t [N, R] and y^{M1} [N, R] for every user of ``table``."""
     sampler.eval()
+    if not len(table):  # an empty split
+        width = min(config.size, sampler.num_categories) + (
+            table.max_past if config.include_past else 0)
+        return np.zeros((0, width), np.int64), np.zeros((0, width), np.float32)
     cands, probs = [], []
     for batch in make_loader(table, batch_size, shuffle=False):
         c, p = candidates_from_m1(sampler(batch.past_categories), batch.past_categories, config)

@@ -59,3 +59,15 @@ def test_the_best_trials_latest_bundle_is_copied(tmp_path):
     assert copied == tmp_path / "best-bundle" / "20260102-000000"
     assert (copied / "manifest.json").read_text() == "20260102-000000"
     assert [p.name for p in (tmp_path / "best-bundle").iterdir()] == ["20260102-000000"]
+
+
+def test_the_default_objective_is_the_tasks_hr1_plus_precision3():
+    from tune.space import OBJECTIVES
+
+    assert OBJECTIVES[0] == "HR@1+Precision@3"
+    history = pd.DataFrame({"training_iteration": [1, 2], "epoch": [0, 1],
+                            "valid_HR@1": [0.5, 0.4], "valid_Precision@3": [0.2, 0.4],
+                            "valid_HR@1+Precision@3": [0.7, 0.8]})
+    trials = summarise_trials([TrialRecord("a", {}, history)], OBJECTIVES[0], max_epochs=2)
+    # epoch 1 wins on HR@1 + Precision@3 although epoch 0 has the higher HR@1
+    assert trials.loc[0, "HR@1+Precision@3"] == 0.8 and trials.loc[0, "best_epoch"] == 1
