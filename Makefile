@@ -34,8 +34,8 @@ lint: $(STAMP)
 # `make bench` runs every benchmark; `make bench-NAME` runs benchmarks.NAME alone. Each
 # writes benchmarks/results/NAME.json (replaced only when the run succeeds), then the goals
 # table in docs/performance.md is redrawn from those files.
-BENCHMARKS := prepare train_speed inference train_scaling serve stream chaos elastic \
-              $(if $(wildcard benchmarks/continual.py),continual)
+BENCHMARKS := prepare train_speed inference train_scaling cascade_validation serve page \
+              stream chaos elastic continual
 
 bench: $(addprefix bench-,$(BENCHMARKS)) bench-gpu_check
 	$(BIN)/python -m benchmarks.goals --write docs/performance.md

@@ -63,7 +63,7 @@ SETTINGS = {  # epochs, synthetic users, resize interval (s), ramp [(concurrency
     "full": {"epochs": 40, "users": 2000, "resize_s": 5.0,
              "ramp": [(1, 5), (8, 10), (32, 15), (64, 20)]},
     "quick": {"epochs": 30, "users": 600, "resize_s": 2.0,
-              "ramp": [(1, 3), (16, 8), (64, 12)]},
+              "ramp": [(1, 3), (16, 8), (64, 20)]},
 }
 
 
@@ -135,11 +135,11 @@ class EpochWatch:
     def __init__(self, run_dir: Path, clock: Clock) -> None:
         self.run_dir, self.clock = run_dir, clock
         self.rows: list[dict] = []
-        self.seen: set[tuple[int, int]] = set()
+        self.seen: set[tuple[int, int, int]] = set()
 
     def poll(self) -> list[dict]:
         for row in latest_history(self.run_dir):
-            key = (row["epoch"], row["start_epoch"])
+            key = (row["epoch"], row["start_epoch"], row["world_size"])  # one per attempt
             if key not in self.seen:
                 self.seen.add(key)
                 self.rows.append({"t": self.clock(), "epoch": row["epoch"],
@@ -253,12 +253,14 @@ def serve_bundle(data: Path, out: Path) -> Path:
 
 
 def replica_counts() -> dict[str, int]:
+    """Replicas per deployment that Serve keeps (running or starting; not stopping)."""
     from ray import serve
 
     app = serve.status().applications.get("ccrec")
     if app is None:
         return {}
-    return {name: d.replica_states.get("RUNNING", 0) for name, d in app.deployments.items()}
+    return {name: sum(n for state, n in d.replica_states.items() if state != "STOPPING")
+            for name, d in app.deployments.items()}
 
 
 async def ramp(url: str, steps: list[tuple[int, float]], users: list[str],

@@ -53,6 +53,17 @@ def _load(data: dict | None) -> str:
     return "?"
 
 
+def cascade_row(speed: dict | None) -> tuple[object, bool | None]:
+    """The cascade's seconds, judged only where the run recorded its task's size (runs
+    before rolling-origin examples did not, and trained on a tenth of the examples)."""
+    seconds, examples = dig(speed, "cascade_seconds_ml1m"), dig(speed, "examples", "m1")
+    if seconds is None:
+        return None, None
+    if examples is None:
+        return f"{seconds} (an earlier, smaller task)", None
+    return f"{seconds} ({examples:,} M1 examples per epoch)", seconds <= 600.0
+
+
 def rows() -> list[tuple[str, str, str, str, str]]:
     speed, scaling, serve = read("train_speed"), read("train_scaling"), read("serve")
     stream, elastic, gpu = read("stream"), read("elastic"), read("gpu_check")
@@ -89,8 +100,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
          at_most(dig(stream, "freshness_ms", "p99"), 100.0), stream),
         ("4", "click → refreshed recommendation p99 ≤ 100 ms",
          at_most(dig(serve, "click_to_refresh_ms", "p99"), 100.0), serve),
-        ("5", "ML-1M cascade trains in ≤ 600 s",
-         at_most(dig(speed, "cascade_seconds_ml1m"), 600.0), speed),
+        ("5", "ML-1M cascade trains in ≤ 600 s (rolling-origin examples)",
+         cascade_row(speed), speed),
         ("5", "examples/s per stage at 1 and 2 Ray workers (reported)",
          (rate_text, None if rate_text is None else True), scaling),
         ("6", "one epoch of each stage on CUDA (benchmarks/gpu_check.py)",

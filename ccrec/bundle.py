@@ -39,7 +39,7 @@ from torch import Tensor
 from ccrec.batch import item_profiles, pad_rows, pad_sequences
 from ccrec.config import ConfigError, build, to_dict
 from ccrec.inference import EmbeddingCache, eager_stages, fast_stages
-from ccrec.models.cascade import CascadeConfig, CCRec, candidates_from_m1
+from ccrec.models.cascade import CascadeConfig, CCRec
 from ccrec.models.encoder import CategoryVAE
 from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
@@ -310,10 +310,7 @@ class CascadeRecommender:
             exclude: category indices never to return, per request.
         """
         past = self._past(requests)  # [B, k]
-        log_probs = self.stages.sampler(past)  # [B, C+1]
-        cands, m1 = candidates_from_m1(log_probs, past, self.model.candidate_config)  # [B, R]
-        rest = log_probs.scatter(1, cands, -torch.inf)  # [B, C+1]: not a candidate
-        rest[:, 0] = -torch.inf
+        cands, m1, rest = self.stages.shortlist(past)  # [B, R], [B, R], [B, C+1]
         out = []
         for i, (row, probs) in enumerate(zip(cands.tolist(), m1.tolist(), strict=True)):
             excluded = set(exclude[i]) if exclude is not None else set()

@@ -3,13 +3,12 @@
 A one-user request through the eager cascade is about 150 small torch ops;
 most of its time is Python (module calls, the Transformer's fast-path
 checks, each op dispatched from the interpreter), not arithmetic.
-:func:`fast_stages` records each stage once with ``torch.jit.trace``, freezes
-its weights into the graph, and checks it against the eager stage on probe
-inputs of several shapes (batch sizes 1 and 5, empty, short and full pasts,
-several candidate widths): a traced stage is used only if every probe output
-is bitwise equal to the eager one. Otherwise, or if tracing fails, the eager
-stage serves and a warning says why. Either way the scores are the eager
-model's, bit for bit.
+:func:`fast_stages` records each stage once with ``torch.jit.trace`` and
+checks it against the eager stage on probe inputs of several shapes (batch
+sizes 1 and 5, empty, short and full pasts, several candidate widths): a
+traced stage is used only if every probe output is bitwise equal to the eager
+one. Otherwise, or if tracing fails, the eager stage serves and a warning
+says why.
 """
 
 from __future__ import annotations
@@ -44,6 +43,22 @@ class _Cascade(nn.Module):
         return self.model.score_tensors(past, None, None, emb if use_vae else None)
 
 
+class _Shortlist(nn.Module):
+    """M1 and the shortlist it gives, as :meth:`ccrec.bundle.CascadeRecommender.sample`
+    needs them: r_t, y^{M1} and every other category's log-probability."""
+
+    def __init__(self, model: CCRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, past: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        log_probs = self.model.sampler(past)  # [B, C+1]
+        cands, m1 = candidates_from_m1(log_probs, past, self.model.candidate_config)  # [B, R]
+        rest = log_probs.scatter(1, cands, -torch.inf)  # [B, C+1]: not a candidate
+        rest[:, 0] = -torch.inf
+        return cands, m1, rest
+
+
 class _Embed(nn.Module):
     """The VAE's embeddings of the profile and the past category interactions (M2's
     [B, k+1, E] input, :meth:`~ccrec.models.encoder.CategoryVAE.user_embeddings`)."""
@@ -73,7 +88,8 @@ class Stages:
     """The callables :class:`ccrec.bundle.CascadeRecommender` runs, traced or eager.
 
     Args:
-        sampler: M1, past [B, k] → log-probabilities [B, C+1].
+        shortlist: M1 and its shortlist, past [B, k] → (r_t [B, R], y^{M1} [B, R],
+            the other categories' log-probabilities [B, C+1], -inf at r_t and padding).
         embed: VAE μ of the profile and each past CI, (f_t [B, F], π [B, k, P],
             past [B, k]) → [B, k+1, E].
         scorer: M2, (past, embeddings, candidates [B, R], y^{M1} [B, R]) → [B, R].
@@ -81,7 +97,7 @@ class Stages:
         traced: the names of the stages that run traced.
     """
 
-    sampler: Callable[..., Tensor]
+    shortlist: Callable[..., tuple[Tensor, Tensor, Tensor]]
     embed: Callable[..., Tensor]
     scorer: Callable[..., Tensor]
     cascade: Callable[..., Tensor]
@@ -111,18 +127,19 @@ def _probes(model: CCRec, max_past: int, profile_dim: int, cardinalities: list[i
 
 def _trace(name: str, module: nn.Module, probes: list[tuple[Tensor, ...]]
            ) -> Callable[..., Tensor] | None:
-    """``module`` traced on the first probe, frozen, and checked on all; None if it
+    """``module`` traced on the first probe and checked on all; None if it
     cannot be traced or any probe's output differs from the eager module's."""
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # tracing warns that it is deprecated and that C (a constant per bundle)
             # is read as a Python number; the probes below are the check that counts
             warnings.simplefilter("ignore")
-            graph = torch.jit.freeze(torch.jit.trace(module.eval(), probes[0],
-                                                     check_trace=False))
+            # not frozen: freezing re-lays out the weights of some layers, and their
+            # matrix products then round differently (1 ulp) from the eager ones
+            graph = torch.jit.trace(module.eval(), probes[0], check_trace=False)
         with torch.inference_mode():
             for args in probes:
-                if not torch.equal(graph(*args), module(*args)):
+                if not _same(graph(*args), module(*args)):
                     log.warning("the traced %s differs from the eager one; serving eager", name)
                     return None
     except Exception as exc:  # noqa: BLE001 - any tracing failure leaves the eager stage
@@ -132,11 +149,18 @@ def _trace(name: str, module: nn.Module, probes: list[tuple[Tensor, ...]]
     return graph
 
 
+def _same(a: Tensor | tuple[Tensor, ...], b: Tensor | tuple[Tensor, ...]) -> bool:
+    """Bitwise equality of two outputs (tensors or tuples of tensors)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def eager_stages(model: CCRec) -> Stages:
     """The model's own modules (no tracing)."""
-    score = _Score(model)
-    return Stages(sampler=model.sampler, embed=_Embed(model) if model.encoder else _no_encoder,
-                  scorer=score, cascade=_Cascade(model))
+    return Stages(shortlist=_Shortlist(model),
+                  embed=_Embed(model) if model.encoder else _no_encoder,
+                  scorer=_Score(model), cascade=_Cascade(model))
 
 
 def _no_encoder(*args: Tensor) -> Tensor:
@@ -167,7 +191,7 @@ def fast_stages(model: CCRec, max_past: int, profile_dim: int,
             for width in (cands.shape[1], 3):  # a batch's width is its longest shortlist
                 scorer_probes.append((past, emb, cands[:, :width], m1[:, :width]))
     candidates: list[tuple[str, nn.Module, list[tuple[Tensor, ...]]]] = [
-        ("sampler", model.sampler, [(p,) for p, _, _ in probes]),
+        ("shortlist", _Shortlist(model), [(p,) for p, _, _ in probes]),
         ("scorer", _Score(model), scorer_probes),
         ("cascade", _Cascade(model), cascade_probes),
     ]

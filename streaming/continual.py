@@ -133,8 +133,9 @@ def _select(path: Path, since: int | None, fraction: float, seed: int) -> dict[s
     of the older ones (all of them for a first model); rewrites ``examples.parquet``."""
     examples = pd.read_parquet(path / "examples.parquet")
     train = examples["split"].to_numpy() == "train"
+    valid = int((examples["split"].to_numpy() == "valid").sum())
     if since is None:
-        return {"new": int(train.sum()), "replayed": 0}
+        return {"new": int(train.sum()), "replayed": 0, "valid": valid}
     new = train & (examples["origin"].to_numpy() > since)
     old = np.flatnonzero(train & ~new)
     rng = np.random.default_rng(seed)
@@ -142,7 +143,7 @@ def _select(path: Path, since: int | None, fraction: float, seed: int) -> dict[s
     keep = ~train | new
     keep[replay] = True
     examples[keep].reset_index(drop=True).to_parquet(path / "examples.parquet", index=False)
-    return {"new": int(new.sum()), "replayed": len(replay)}
+    return {"new": int(new.sum()), "replayed": len(replay), "valid": valid}
 
 
 def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig, *,
@@ -189,8 +190,9 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     since = entry.get("cutoff")
     examples = _select(path, since, config.replay_fraction, config.seed)
     seconds["data"] = time.perf_counter() - started
-    if examples["new"] == 0:
-        log.info("no training example after the served model's cutoff; nothing to retrain")
+    if examples["new"] == 0 or examples["valid"] == 0:
+        log.info("no %s; nothing to retrain", "training example after the served model's "
+                 "cutoff" if examples["new"] == 0 else "validation user in the newest window")
         return CycleResult(None, False, registry.current, None, examples, cutoff, seconds)
 
     t = time.perf_counter()
@@ -203,12 +205,8 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
         data = load_prepared(path)
         held_out = UserTable(data.split("valid"), data.num_categories, cascade.max_past,
                              cascade.encoder.item_profile_dim)
-        if len(held_out):
-            verdict = gate(Bundle.load(served).model, Bundle.load(trained.path).model,
-                           held_out, config.margin, seed=config.seed).summary()
-        else:  # no evidence, no release
-            verdict = {"publish": False, "n": 0,
-                       "reason": "no validation user has a future in the newest window"}
+        verdict = gate(Bundle.load(served).model, Bundle.load(trained.path).model, held_out,
+                       config.margin, seed=config.seed).summary()
     seconds["gate"] = time.perf_counter() - t
     version = trained.path.name
     published = verdict is None or verdict["publish"]
@@ -238,15 +236,14 @@ def parse_every(text: str) -> float:
 
 def _report(result: CycleResult) -> str:
     if result.version is None:
-        return f"nothing new since the served model; serving {result.served}"
+        return (f"no cycle: {result.examples['new']} new training examples, "
+                f"{result.examples['valid']} validation users; serving {result.served}")
     verdict = result.gate
-    evidence = "" if verdict is None or "reason" in verdict else (
+    evidence = "" if verdict is None else (
         f" ({verdict['metric']} {verdict['candidate']:.4f} vs {verdict['current']:.4f}, "
         f"diff {verdict['diff']:+.4f} [{verdict['diff_ci'][0]:+.4f}, "
         f"{verdict['diff_ci'][1]:+.4f}], n = {verdict['n']} validation users)")
     action = "published" if result.published else "rejected"
-    if verdict is not None and "reason" in verdict:
-        action += f" ({verdict['reason']})"
     return (f"{result.version} {action}{evidence}; {result.examples['new']} new + "
             f"{result.examples['replayed']} replayed examples; "
             f"{result.seconds['total']:.0f}s; serving {result.served}")

@@ -90,7 +90,10 @@ class OnlineJoin:
     def __init__(self, config: JoinConfig | None = None) -> None:
         self.config = config or JoinConfig()
         self.users: OrderedDict[str, _User] = OrderedDict()
-        self.pending: deque[Click] = deque()
+        # new CIs waiting for the grace, each with the last impression before it seen so
+        # far (later answers to a polling client may push it out of the user's recent ones)
+        self.pending: deque[list] = deque()  # [click, seen], oldest arrival first
+        self.waiting: dict[str, deque[list]] = {}  # the same entries by user
 
     def _user(self, user_id: str) -> _User:
         user = self.users.get(user_id)
@@ -102,6 +105,10 @@ class OnlineJoin:
         return user
 
     def impression(self, impression: Impression) -> None:
+        for entry in self.waiting.get(impression.user_id, ()):  # a late one for a new CI
+            click, seen = entry
+            if impression.time <= click.arrival and (seen is None or impression.time > seen.time):
+                entry[1] = impression
         user = self._user(impression.user_id)
         user.impressions.append(impression)
         if len(user.impressions) > 1 and user.impressions[-2].time > impression.time:
@@ -118,27 +125,33 @@ class OnlineJoin:
         horizon = click.timestamp - self.config.ci_window_s
         for category in [c for c, t in user.ci_starts.items() if t < horizon]:
             del user.ci_starts[category]
-        self.pending.append(click)
+        entry = [click, _last_before(user.impressions, click.arrival)]
+        self.pending.append(entry)
+        self.waiting.setdefault(click.user_id, deque()).append(entry)
         return True
 
     def due(self, now: float) -> list[dict]:
         """Join the new CIs that arrived at least ``grace_s`` before ``now``: their rows."""
         rows = []
-        while self.pending and self.pending[0].arrival <= now - self.config.grace_s:
-            click = self.pending.popleft()
-            row = self._join(click)
+        while self.pending and self.pending[0][0].arrival <= now - self.config.grace_s:
+            click, seen = self.pending.popleft()
+            waiting = self.waiting[click.user_id]
+            waiting.popleft()  # one user's entries are in arrival order too
+            if not waiting:
+                del self.waiting[click.user_id]
+            row = self._join(click, seen)
             if row is not None:
                 rows.append(row)
         return rows
 
-    def _join(self, click: Click) -> dict | None:
+    def _join(self, click: Click, seen: Impression | None) -> dict | None:
         user = self.users.get(click.user_id)
         if user is None:
             return None
-        before = [i for i in user.impressions if i.time <= click.arrival]
-        if not before:
+        candidates = [i for i in (seen, _last_before(user.impressions, click.arrival)) if i]
+        if not candidates:
             return None
-        last = before[-1]
+        last = max(candidates, key=lambda i: i.time)
         if last.request_id in user.scored or click.arrival - last.time > self.config.window_s:
             return None
         user.scored.add(last.request_id)
@@ -155,6 +168,14 @@ class OnlineJoin:
             "shown": len(top), "hit_at_1": click.category_id in top[:1],
             "hit_at_3": click.category_id in top[:3], "fallback": last.fallback,
         }
+
+
+def _last_before(impressions: deque[Impression], arrival: float) -> Impression | None:
+    """The latest of time-ordered ``impressions`` served at or before ``arrival``."""
+    for impression in reversed(impressions):
+        if impression.time <= arrival:
+            return impression
+    return None
 
 
 class Exporter:
@@ -290,10 +311,13 @@ class OnlineAccuracy(threading.Thread):
         """Consume until :meth:`stop`."""
         consumer = self._consumer()
         try:
-            while not self.stopping.is_set():
+            while True:
+                stopping = self.stopping.is_set()  # one more poll after stop(): the last clicks
                 polled = consumer.poll(timeout_ms=poll_ms)
                 self.handle([r for batch in polled.values() for r in batch])
                 self.flush()
+                if stopping:
+                    break
         finally:
             consumer.close()
             self.flush(float("inf"))

@@ -19,11 +19,13 @@ from ccrec.models.sampler import MLESampler
 from ccrec.models.scorer import PrecisionScorer
 from tests.serve.untrained import DEBUG_CONFIG
 
+ML1M_CONFIG = DEBUG_CONFIG.with_name("ml-1m.yaml")
 C, CARDS, ITEMS = 9, {"age": ["?", "a", "b"], "job": ["?", "x", "y", "z"]}, 60
 
 
-def _recommenders(use_vae: bool = True) -> tuple[CascadeRecommender, CascadeRecommender]:
-    config = load(CascadeConfig, DEBUG_CONFIG, [])
+def _recommenders(use_vae: bool = True, config_path=DEBUG_CONFIG
+                  ) -> tuple[CascadeRecommender, CascadeRecommender]:
+    config = load(CascadeConfig, config_path, [])
     config = dataclasses.replace(config, scorer=dataclasses.replace(config.scorer,
                                                                     use_vae=use_vae))
     torch.manual_seed(3)
@@ -48,10 +50,12 @@ def _users(n: int, seed: int = 0) -> list[UserRequest]:
     return out
 
 
-@pytest.mark.parametrize("use_vae", [True, False])
-def test_traced_cascade_answers_bit_for_bit_as_the_eager_one(use_vae):
-    fast, eager = _recommenders(use_vae)
-    assert set(fast.stages.traced) == {"sampler", "scorer", "cascade"} | (
+@pytest.mark.parametrize(("use_vae", "config"), [(True, DEBUG_CONFIG), (False, DEBUG_CONFIG),
+                                                 (True, ML1M_CONFIG)], ids=["debug", "no-vae",
+                                                                            "ml-1m-size"])
+def test_traced_cascade_answers_bit_for_bit_as_the_eager_one(use_vae, config):
+    fast, eager = _recommenders(use_vae, config)  # ML-1M's sizes: other matrix kernels
+    assert set(fast.stages.traced) == {"shortlist", "scorer", "cascade"} | (
         {"embed"} if use_vae else set())
     assert eager.stages.traced == ()
     users = _users(24)

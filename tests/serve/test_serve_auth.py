@@ -68,7 +68,7 @@ def test_a_key_is_its_id_and_secret_and_only_its_hash_is_kept():
     f"Bearer {FULL[:-1]}",                  # one character short
     f"Bearer {FULL[:-1]}{'A' if FULL[-1] != 'A' else 'B'}",  # known id, wrong secret
     f"Bearer ccrec_000000000000_{FULL.split('_', 2)[2]}",      # unknown id
-])
+], ids=["none", "empty", "basic", "no-token", "not-a-key", "short", "wrong-secret", "unknown-id"])
 @pytest.mark.parametrize("method,path,body", [
     ("POST", "/v1/recommendations", {"user_id": "u"}),
     ("POST", "/v1/events", CLICK),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pandas as pd
 import pytest
 
@@ -53,6 +55,20 @@ def hand_built_rows() -> list[dict]:
     # A click with no answer served before it.
     assert join.click(Click("u3", "c1", E0, 2000))
     rows += join.due(2002.5)
+    # A polling client: many answers right after the click push the one before it out of
+    # the user's recent impressions before the grace ends; the join still has it.
+    join.impression(imp("F", "u4", "v2", ["c6", "c1", "c2"], 3000))
+    assert join.click(Click("u4", "c1", E0, 3000.5))
+    for i in range(40):
+        join.impression(imp(f"F{i}", "u4", "v2", ["c1"], 3001 + 0.01 * i))
+    rows += join.due(3003)
+    # The answer before the click arrives after the click and after many later answers.
+    assert join.click(Click("u5", "c2", E0, 4000.5))
+    for i in range(40):
+        join.impression(imp(f"G{i}", "u5", "v2", ["c1"], 4001 + 0.01 * i))
+    join.impression(imp("G", "u5", "v2", ["c2", "c1"], 4000))
+    rows += join.due(4003)
+    assert join.pending == deque() and join.waiting == {}  # nothing left waiting
     return rows
 
 
@@ -62,12 +78,14 @@ def test_join_hand_built_sequence() -> None:
         ("u1", "v2", "B", "c1", 2, 2, False, True),
         ("u1", "v2", "D", "c2", 1, 3, True, True),
         ("u2", "v2", "E", "c1", 1, 3, True, True),
+        ("u4", "v2", "F", "c1", 2, 3, False, True),
+        ("u5", "v2", "G", "c2", 1, 2, True, True),
     ]
 
 
 def test_exporter_running_values() -> None:
     exporter = Exporter()
-    exporter.add(hand_built_rows())
+    exporter.add(hand_built_rows()[:4])  # A, B, D, E
     value = exporter.registry.get_sample_value
     assert value("ccrec_online_accuracy", {"model_version": "v1", "metric": "HR@1"}) == 0.0
     assert value("ccrec_online_accuracy", {"model_version": "v1", "metric": "Precision@3"}) \
@@ -82,7 +100,7 @@ def test_exporter_running_values() -> None:
 
 
 def test_online_table_from_the_log(tmp_path) -> None:
-    rows = hand_built_rows()
+    rows = hand_built_rows()[:4]  # A, B, D, E
     write_rows(tmp_path, rows[:2])
     write_rows(tmp_path, rows[2:])
     log = load_log(tmp_path)
