@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sim_cluster import end_children, node_args, patient_node_start  # noqa: E402
+
 #: Serve's autoscaling metrics are pushed every half second (the default is 10 s);
 #: Ray's processes read these when they start.
 SERVE_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
@@ -65,49 +67,6 @@ SETTINGS = {  # epochs, synthetic users, resize interval (s), ramp [(concurrency
     "quick": {"epochs": 30, "users": 600, "resize_s": 2.0,
               "ramp": [(1, 3), (16, 8), (64, 20)]},
 }
-
-
-def patient_node_start(seconds: float = 240.0) -> None:
-    """Give a starting node up to ``seconds`` to register instead of Ray's fixed 30 s.
-
-    On a loaded machine a new raylet can take longer than that, and a node whose
-    start-up timed out leaves its processes running. Ray waits in a loop around
-    ``services.get_node``; this makes that call keep trying until the node answers.
-    """
-    from ray._private import services
-
-    # the raylet's wait for its agents (their port files), inherited by every node
-    os.environ.setdefault("RAY_agent_register_timeout_ms", str(int(seconds * 1000)))
-    original = services.get_node
-
-    def get_node(gcs_address, node_id):
-        deadline = time.time() + seconds
-        while True:
-            try:
-                return original(gcs_address, node_id)
-            except RuntimeError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-
-    services.get_node = get_node
-
-
-def node_args(**resources) -> dict:
-    """Arguments of ``Cluster.add_node``: ``resources`` and fixed ports for the node's
-    agents (with port 0 the raylet waits a fixed time for each agent to write its port
-    to a file, and a loaded machine misses that window)."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(4)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    names = ("metrics_agent_port", "dashboard_agent_listen_port", "runtime_env_agent_port",
-             "metrics_export_port")
-    return {**dict(zip(names, ports, strict=True)), **resources}
 
 
 class Clock:
@@ -352,19 +311,6 @@ def serve_phase(cluster, data: Path, tmp: Path, settings: dict, clock: Clock) ->
         "ramp": load, "ramp_ended_at": ramp_end, "over_time": timeline,
         "autoscaling_config": autoscaling,
     }
-
-
-def end_children() -> None:
-    """Stop what this process started and left running (a node that failed to start
-    is not the cluster's to shut down)."""
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        child.kill()
 
 
 def quiet_ray_data() -> None:
