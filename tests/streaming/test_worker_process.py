@@ -27,7 +27,7 @@ from streaming.state import UserState
 from streaming.updater import Outcome
 from streaming.worker import StreamWorker
 
-#: The four payloads that stopped the stream (issue 13, item 1).
+#: Four payloads that once stopped the stream for good.
 POISON = [
     ('{"user_id": "u1", "item_id": "i1", "category_id": "c2", '
      '"timestamp": "1500-01-01T00:00:00Z"}', "timestamp out of range"),
