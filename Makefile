@@ -26,7 +26,7 @@ demo: $(STAMP)
 	CCREC_CONSOLE=clean $(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

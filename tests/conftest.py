@@ -32,14 +32,10 @@ def cj_fixture_dir() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """With several workers (``make test`` runs ``pytest -n 2 --dist loadgroup``), a test file
-    runs in one worker (its module fixtures start once), and every file with a test on the
-    session's Ray instance runs in the same worker, so Ray starts once and no test competes
-    with a second instance. That group, the longest, is scheduled first."""
+    """The files with a test on the session's Ray instance, the longest, run first.
+    (``make test`` runs ``pytest -n 2 --dist loadfile``: a file's tests stay in one worker,
+    so its module fixtures start once.)"""
     on_ray = {item.path for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
-    for item in items:
-        group = "ray" if item.path in on_ray else str(item.path.relative_to(config.rootpath))
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.path not in on_ray)  # stable: file order kept otherwise
 
 
