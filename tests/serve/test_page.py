@@ -86,9 +86,12 @@ def _top(driver) -> list[str]:
 @pytest.mark.slow
 def test_a_click_on_the_page_refreshes_the_top_k(served, browser, synthetic, bundles, api_key,
                                                   tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 60, poll_frequency=0.1)
+    # the page re-renders its panels: an element read mid-render is looked up again
+    wait = WebDriverWait(browser, 60, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException])
     vocab = synthetic.vocab
     user, item = "page-user-1", vocab["items"][1]
     browser.get(f"{served}/?user={user}&item={item}&k=5")
@@ -133,8 +136,7 @@ def test_a_click_on_the_page_refreshes_the_top_k(served, browser, synthetic, bun
 
     # the live panel: one click produced, the served version
     wait.until(lambda d: d.find_elements("id", "m-events") and _text(d, "m-events") == "1")
-    assert _text(browser, "m-model") == bundles[0].name
-    assert _text(browser, "m-errors") == "0"
+    wait.until(lambda d: _text(d, "m-model") == bundles[0].name and _text(d, "m-errors") == "0")
 
     shot = tmp_path / "page.png"
     browser.save_screenshot(str(shot))
