@@ -135,7 +135,13 @@ def test_a_click_on_the_page_refreshes_the_top_k(served, browser, synthetic, bun
     assert [o.get_attribute("value") for o in picks] == [user]  # to pick again
 
     # the live panel: one click produced, the served version
-    wait.until(lambda d: d.find_elements("id", "m-events") and _text(d, "m-events") == "1")
+    # the live panel shows what the API process's own /metrics says
+    metrics = httpx.get(f"{served}/metrics", headers=api_key.headers).text
+    produced = next(line.split()[-1] for line in metrics.splitlines()
+                    if line.startswith("ccrec_events_produced_total "))
+    assert float(produced) >= 1
+    wait.until(lambda d: d.find_elements("id", "m-events")
+               and _text(d, "m-events") == str(int(float(produced))))
     wait.until(lambda d: _text(d, "m-model") == bundles[0].name and _text(d, "m-errors") == "0")
 
     shot = tmp_path / "page.png"
