@@ -185,8 +185,11 @@ class Clicks:
     def _connect(self) -> EventProducer:
         from streaming.broker import KafkaSettings
 
+        # A click waits at most 5 s for a broker, from the first connection on (kafka-python's
+        # bootstrap would wait 30 s by default).
         return EventProducer(KafkaSettings.from_env(self.bootstrap_servers), linger_ms=0,
-                             request_timeout_ms=5000, max_block_ms=5000)
+                             request_timeout_ms=5000, max_block_ms=5000,
+                             bootstrap_timeout_ms=5000)
 
     async def send(self, event: Event) -> EventAccepted:
         if not self.bootstrap_servers:
