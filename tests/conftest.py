@@ -31,12 +31,23 @@ def cj_fixture_dir() -> Path:
     return FIXTURES / "complete-journey"
 
 
+#: The files that take minutes (each starts Ray work of its own: a simulated cluster, a Tune
+#: search, a deployment from the deploy files, Ray Train worker groups), longest first.
+LONGEST_FILES = ("train/test_elastic.py", "tune/test_tune.py",
+                 "deploy/test_deployment_starts.py", "train/test_distributed.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The files with a test on the session's Ray instance, the longest, run first.
-    (``make test`` runs ``pytest -n 2 --dist loadfile``: a file's tests stay in one worker,
-    so its module fixtures start once.)"""
+    """Longest first: the files of :data:`LONGEST_FILES`, then the other files with a test on
+    the session's Ray instance, then the rest in file order. ``make test`` runs ``pytest -n 2
+    --dist loadfile --no-loadscope-reorder``: a file's tests stay in one worker (its module
+    fixtures start once), and a worker that runs out of work takes the next file in this
+    order, so no worker is left alone with a long file at the end."""
+    root = Path(__file__).parent
+    rank = {root / name: i for i, name in enumerate(LONGEST_FILES)}
     on_ray = {item.path for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: item.path not in on_ray)  # stable: file order kept otherwise
+    # stable: file order kept within each group
+    items.sort(key=lambda item: rank.get(item.path, len(rank) + (item.path not in on_ray)))
 
 
 @pytest.fixture(scope="session")
