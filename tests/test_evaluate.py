@@ -85,6 +85,7 @@ class Fixed:
 def test_harness_ranks_every_category_and_clusters_by_user():
     frame = pd.DataFrame({
         "user": [3, 3, 9], "past_categories": [np.array([1]), np.array([1, 2]), np.array([4])],
+        "past_starts": [np.array([10]), np.array([10, 20]), np.array([10])],
         "past_items": [[np.array([1])], [np.array([1]), np.array([2])], [np.array([4])]],
         "user_features": [np.zeros(1, np.int64)] * 3,
         "future_categories": [np.array([2]), np.array([4, 3]), np.array([1])]})

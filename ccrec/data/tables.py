@@ -46,6 +46,7 @@ class UserTable:
         self.max_past = max_past
         self.users = frame["user"].to_numpy()
         self.past_categories = pad_sequences(list(frame["past_categories"]), max_past)
+        self.past_starts = pad_sequences(list(frame["past_starts"]), max_past)
         self.profiles = ItemProfiles.from_item_lists(list(frame["past_items"]), max_past,
                                                      profile_dim)
         self.user_features = np.stack(
@@ -74,9 +75,28 @@ class UserTable:
         )
 
     def interactions(self) -> InteractionTable:
-        """Every past category interaction of these users, one row each (VAE data)."""
+        """Each distinct past category interaction of these users, one row (VAE data).
+
+        A user's rolling-origin examples share most of their past: one CI sits
+        in the past of up to k of them, and what the VAE reads of it, (f_t, π,
+        c), is the same in each, except that a CI still open at an origin
+        (later events of it come after that origin) holds only its items so
+        far. Events only accrue between origins, so a CI's item list at a later
+        origin extends the earlier one and its length tells the versions
+        apart. A row is therefore kept once per (user, f_t, CI start, category,
+        number of items): each CI once, each open version of it once.
+        """
         user_row, slot = np.nonzero(self.past_categories)
-        return InteractionTable(self, user_row, slot)
+        group = np.repeat(np.arange(len(self.profiles)), self.profiles.ends - self.profiles.starts)
+        items = np.zeros(self.past_categories.shape, np.int64)  # [N, k] items per CI
+        np.add.at(items, (group, self.profiles.slots), 1)
+        key = np.column_stack([
+            self.users[user_row], self.user_features[user_row], self.past_starts[user_row, slot],
+            self.past_categories[user_row, slot], items[user_row, slot],
+        ])
+        _, first = np.unique(key, axis=0, return_index=True)
+        keep = np.sort(first)
+        return InteractionTable(self, user_row[keep], slot[keep])
 
 
 class InteractionTable:

@@ -31,7 +31,7 @@ from ccrec.models.sampler import MLESampler
 from ccrec.train.stages import StageSpec
 
 #: The examples columns the stages read (the rest of the parquet stays on disk).
-EXAMPLE_COLUMNS = ["user", "past_categories", "past_items", "user_features",
+EXAMPLE_COLUMNS = ["user", "past_categories", "past_starts", "past_items", "user_features",
                    "future_categories", "split"]
 
 

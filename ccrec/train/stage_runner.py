@@ -120,10 +120,12 @@ class StageResult:
 class EqualBatches:
     """The first ``count`` batches of a loader per pass.
 
-    Shards can hold different numbers of rows (the VAE's rows are a user's
-    past interactions), and DDP hangs when one rank takes more steps than
-    another; every rank therefore stops after the smallest shard's batch count
-    (the loader reshuffles each epoch, so no row is always left out).
+    Shards can hold different numbers of rows (the VAE's rows are the
+    distinct past interactions of the shard's examples; a user whose examples
+    fall in two shards has the ones they share in both), and DDP hangs when
+    one rank takes more steps than another; every rank therefore stops after
+    the smallest shard's batch count (the loader reshuffles each epoch, so no
+    row is always left out).
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, count: int) -> None:

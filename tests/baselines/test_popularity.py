@@ -16,6 +16,7 @@ def _users(pasts: list[list[int]], futures: list[list[int]]) -> UserTable:
     frame = pd.DataFrame({
         "user": range(len(pasts)),
         "past_categories": [np.array(p) for p in pasts],
+        "past_starts": [np.arange(len(p)) for p in pasts],
         "past_items": [[np.array([c]) for c in p] for p in pasts],
         "user_features": [np.array([1])] * len(pasts),
         "future_categories": [np.array(f) for f in futures],

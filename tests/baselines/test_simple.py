@@ -20,6 +20,7 @@ def table(pasts, futures, users=None):
     frame = pd.DataFrame({
         "user": users if users is not None else list(range(len(pasts))),
         "past_categories": [np.asarray(p, np.int64) for p in pasts],
+        "past_starts": [np.arange(len(p)) for p in pasts],
         "past_items": [[np.asarray([c], np.int64) for c in p] for p in pasts],
         "user_features": [np.zeros(1, np.int64) for _ in pasts],
         "future_categories": [np.asarray(f, np.int64) for f in futures],

@@ -69,3 +69,42 @@ def test_stage_cache_keys_and_round_trip(tmp_path):
     assert loaded.fit.history == fit.history and loaded.fit.examples_per_s == 2.0
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"m1-{key}.json",
                                                                       f"m1-{key}.pt"]
+
+
+def test_vae_trains_on_each_distinct_category_interaction_once():
+    import numpy as np
+    import pandas as pd
+
+    from ccrec.data.tables import UserTable
+
+    # user 7 at three rolling origins, user 8 at one. The CI (category 2, start 200)
+    # was still open at the first origin (item 21 only) and holds 21, 22 later; the
+    # CI (category 1, start 400) repeats the items of (1, 100) but is another CI.
+    past = [  # (category, start, items) per past CI, oldest first
+        [(1, 100, [11, 12]), (2, 200, [21])],
+        [(1, 100, [11, 12]), (2, 200, [21, 22]), (3, 300, [31])],
+        [(1, 100, [11, 12]), (2, 200, [21, 22]), (3, 300, [31]), (1, 400, [11, 12])],
+        [(1, 100, [11, 12])],
+    ]
+    frame = pd.DataFrame({
+        "user": [7, 7, 7, 8],
+        "past_categories": [np.array([c for c, _, _ in p]) for p in past],
+        "past_starts": [np.array([s for _, s, _ in p]) for p in past],
+        "past_items": [[np.array(i) for _, _, i in p] for p in past],
+        "user_features": [np.array([1, 2])] * 4,
+        "future_categories": [np.array([4])] * 4,
+    })
+    vae = _spec("vae", replace(CONFIG, max_past=4))
+    users = UserTable(frame, 6, 4, CONFIG.encoder.item_profile_dim)
+    table = vae.table(users)
+    # 10 past CIs in the 4 examples; distinct: user 7's (1,100), (2,200) with 1 item,
+    # (2,200) with 2 items, (3,300), (1,400), and user 8's (1,100)
+    assert len(table) == 6
+    assert table.user_row.tolist() == [0, 0, 1, 1, 2, 3]
+    assert table.slot.tolist() == [0, 1, 1, 2, 3, 0]
+    batch = table.batch(np.arange(6))
+    assert batch.categories.tolist() == [1, 2, 2, 3, 1, 1]
+    # the open version weighs its one item 1.0, the later one its two items 0.5 each
+    assert sorted(batch.profiles[1][batch.profiles[1] > 0].tolist()) == [1.0]
+    assert sorted(batch.profiles[2][batch.profiles[2] > 0].tolist()) == [0.5, 0.5]
+    assert len(_spec("m1", replace(CONFIG, max_past=4)).table(users)) == 4  # M1: every example
