@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from ccrec.data.tables import UserTable
 from ccrec.models.base import TrainConfig
 from ccrec.models.cascade import CascadeConfig
 from ccrec.models.sampler import SamplerConfig
@@ -72,11 +75,6 @@ def test_stage_cache_keys_and_round_trip(tmp_path):
 
 
 def test_vae_trains_on_each_distinct_category_interaction_once():
-    import numpy as np
-    import pandas as pd
-
-    from ccrec.data.tables import UserTable
-
     # user 7 at three rolling origins, user 8 at one. The CI (category 2, start 200)
     # was still open at the first origin (item 21 only) and holds 21, 22 later; the
     # CI (category 1, start 400) repeats the items of (1, 100) but is another CI.
