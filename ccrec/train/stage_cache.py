@@ -2,8 +2,9 @@
 
 Tuning trials that change only M2 or the candidate settings train the same
 M1 and VAE; :class:`StageCache` lets the second trial reuse the first one's
-result. The key covers the data directory, the stage, ``max_past``, the seed
-and the stage's own model and training settings, nothing else.
+result. The key covers the data directory, the stage, ``max_past``, the seed, the
+rule that builds the stage's rows and its own model and training settings,
+nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 #: The CascadeConfig sections each cacheable stage depends on.
 STAGE_SECTIONS = {"m1": ("sampler", "train_sampler"), "vae": ("encoder", "train_encoder")}
+#: How each stage builds its training rows from the examples; a change of the rule gets a
+#: new number, so that entries trained on the old rows are not reused (VAE 2: each distinct
+#: (user, CI) version once, not once per example).
+STAGE_ROWS = {"m1": 1, "vae": 2}
 
 
 class StageCache:
@@ -41,7 +46,8 @@ class StageCache:
     def key(data: Path, stage: str, config: CascadeConfig) -> str:
         c = to_dict(config)
         payload = {"data": str(data), "stage": stage, "max_past": c["max_past"],
-                   "seed": c["seed"], **{p: c[p] for p in STAGE_SECTIONS[stage]}}
+                   "seed": c["seed"], "rows": STAGE_ROWS[stage],
+                   **{p: c[p] for p in STAGE_SECTIONS[stage]}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def load(self, key: str, stage: str) -> StageResult | None:

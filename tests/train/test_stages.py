@@ -74,6 +74,16 @@ def test_stage_cache_keys_and_round_trip(tmp_path):
                                                                       f"m1-{key}.pt"]
 
 
+def test_a_new_rule_for_a_stage_rows_gets_new_cache_keys(tmp_path, monkeypatch):
+    from ccrec.train import stage_cache
+    from ccrec.train.stage_cache import StageCache
+
+    before = {s: StageCache.key(tmp_path, s, CONFIG) for s in ("m1", "vae")}
+    monkeypatch.setitem(stage_cache.STAGE_ROWS, "vae", stage_cache.STAGE_ROWS["vae"] + 1)
+    assert StageCache.key(tmp_path, "vae", CONFIG) != before["vae"]
+    assert StageCache.key(tmp_path, "m1", CONFIG) == before["m1"]
+
+
 def test_vae_trains_on_each_distinct_category_interaction_once():
     # user 7 at three rolling origins, user 8 at one. The CI (category 2, start 200)
     # was still open at the first origin (item 21 only) and holds 21, 22 later; the
