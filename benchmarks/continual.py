@@ -53,7 +53,6 @@ from ccrec.evaluate import evaluate_sums
 from ccrec.registry import Registry
 from features.store import load_static_features
 from streaming.continual import RetrainConfig, retrain_cycle
-from streaming.events import EventProducer
 from streaming.local import LocalLoop
 
 log = logging.getLogger("benchmarks.continual")
@@ -85,20 +84,6 @@ def _wire(events: pd.DataFrame, vocab: dict) -> list[dict]:
              "event_type": "rating", "timestamp": int(t), "event_id": f"ml-{k}"}
             for k, u, i, c, t in zip(events.index, events["user"], events["item"],
                                      events["category"], events["timestamp"], strict=True)]
-
-
-def _ingest(loop: LocalLoop, producer: EventProducer, wire: list[dict], total: int) -> float:
-    """Send the events; wait until the worker has handled ``total`` records; the time then."""
-    for event in wire:
-        producer.send(event)
-    producer.flush()
-    stats = loop.worker.stats
-    deadline = time.monotonic() + 1800
-    while stats.applied + stats.duplicates + sum(stats.dlq.values()) < total:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the worker handled {stats.applied} of {total} events")
-        time.sleep(0.2)
-    return time.time()
 
 
 def _points(events: pd.DataFrame, features: np.ndarray, period: tuple[int, int],
@@ -172,8 +157,6 @@ def main() -> None:
                            config=str(first_path))
     with LocalLoop(prepared.path, work / "feast") as loop:
         load_static_features(loop.store, prepared)
-        producer = EventProducer(loop.settings)
-        sent = 0
         frozen = None
         for index, period in enumerate(periods):
             part = events[(events["timestamp"] >= period[0]) & (events["timestamp"] < period[1])]
@@ -194,8 +177,8 @@ def main() -> None:
                          len(users), rows[-1]["frozen"], rows[-1]["continual"])
                 if index == len(periods) - 1:
                     break
-            sent += len(part)
-            applied_at = _ingest(loop, producer, _wire(part, prepared.vocab), sent)
+            loop.ingest(_wire(part, prepared.vocab))
+            applied_at = time.time()
             started = time.perf_counter()
             result = retrain_cycle(loop.store, bundles, config, prepared=prepared.path,
                                    work_dir=work / "cycles")
@@ -212,7 +195,6 @@ def main() -> None:
                                            "published": result.published, "gate": result.gate,
                                            "examples": result.examples,
                                            "seconds": seconds[-1], "load_1m": load}
-        producer.close()
 
     gains = [r["continual"] - r["frozen"] for r in rows]
     out = {

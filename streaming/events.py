@@ -180,13 +180,17 @@ class EventProducer:
 
 
 def dataset_events(
-    dataset_or_path: str | Path, limit: int | None = None, users: int | None = None
+    dataset_or_path: str | Path, limit: int | None = None, users: int | None = None, *,
+    newest: bool = False, end: float | None = None,
 ) -> Iterator[dict]:
     """A prepared data set's events, in time order, as wire-format dicts (external ids).
 
+    ``limit``: the first ``limit`` events (the latest ones with ``newest``).
     ``users``: spread the events over this many user ids instead (``<name>-<k>``,
     the k-th event to a shuffled ``k mod users``): the load of a service where
     almost every event touches another user.
+    ``end``: re-time the events so that the last one happens at ``end`` (epoch s); the
+    gaps between events stay as they were: the data set as if its clicks were recent.
     """
     from ccrec.data.prepared import resolve
 
@@ -195,16 +199,19 @@ def dataset_events(
     coded = pd.read_parquet(path / "events.parquet")
     order = np.argsort(coded["timestamp"].to_numpy(), kind="stable")
     if limit is not None:
-        order = order[:limit]
+        order = order[len(order) - min(limit, len(order)):] if newest else order[:limit]
     names, items, cats = vocab["users"], vocab["items"], vocab["categories"]
     name = path.name
     user_codes = coded["user"].to_numpy()[order]
     if users is not None:
         names = [f"{name}-{k}" for k in np.random.default_rng(0).permutation(users)]
         user_codes = np.arange(len(order)) % users
+    times = coded["timestamp"].to_numpy()[order]
+    if end is not None and len(times):
+        times = times + (int(end) - int(times[-1]))
     for row, u, i, c, t in zip(
         order, user_codes, coded["item"].to_numpy()[order],
-        coded["category"].to_numpy()[order], coded["timestamp"].to_numpy()[order], strict=True,
+        coded["category"].to_numpy()[order], times, strict=True,
     ):
         yield {
             "user_id": names[u], "item_id": items[i], "category_id": cats[c],

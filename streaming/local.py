@@ -6,6 +6,9 @@ serving API reads the store it fills. :func:`click_to_refresh` measures the
 whole loop from the outside: it posts a click to the API and polls the
 recommendation until it reflects that click (the feature timestamp reaches
 the click's time). The loop test, the serving benchmark and the demo use both.
+:meth:`LocalLoop.ingest` streams a batch of events (a data set replayed,
+:func:`streaming.events.dataset_events`) through the loop and waits until the worker
+has handled them: the continual-training benchmark and the demo's retraining step.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +72,32 @@ class LocalLoop:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def ingest(self, events: Iterable[dict[str, Any]], timeout: float = 1800.0) -> int:
+        """Produce ``events`` (wire format) to the loop's topic and wait until the worker
+        has handled as many records more (applied, duplicates or dead-lettered) than it
+        had before; returns how many were sent.
+
+        Raises:
+            TimeoutError: the worker did not handle them within ``timeout`` seconds.
+        """
+        from streaming.events import EventProducer, replay
+
+        stats = self.worker.stats
+
+        def handled() -> int:
+            return stats.applied + stats.duplicates + sum(stats.dlq.values())
+
+        before = handled()
+        with EventProducer(self.settings) as producer:
+            sent = replay(producer, iter(events))
+        deadline = time.monotonic() + timeout
+        while handled() < before + sent:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stream worker handled {handled() - before} of {sent} "
+                                   f"records after {timeout:.0f}s")
+            time.sleep(0.2)
+        return sent
 
     @property
     def features(self) -> dict[str, Any]:
