@@ -3,7 +3,10 @@
 fetch ML-1M → prepare → train the cascade on Ray (local, a small config) →
 evaluate (results table + plots) → embedded Kafka broker + Feast + stream
 worker → Ray Serve → replay one user's clicks through ``POST /v1/events`` and
-show their top categories changing as the clicks arrive → stop everything.
+show their top categories changing as the clicks arrive → one continuous-training
+cycle on what the stream wrote (:mod:`demo.retrain`), which the service picks up by
+itself → another user's clicks, and the online accuracy per model version → stop
+everything.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +40,8 @@ TOP_K = 5
 #: Categories per click on the console (the full top k goes to replay.md), and its width.
 SHOWN, WIDTH = 3, 100
 STEPS = ("fetch + prepare", "train the cascade", "evaluate",
-         "broker + Feast + stream worker", "Ray Serve", "replay clicks", "stop")
+         "broker + Feast + stream worker", "Ray Serve", "replay clicks",
+         "continuous training: one cycle", "stop")
 
 
 def _quiet_libraries() -> None:
@@ -78,6 +83,9 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
     from ccrec.data.prepare import prepare
     from ccrec.data.prepared import load_prepared
     from ccrec.models.cascade import CascadeConfig
+    from ccrec.registry import Registry
+    from demo.retrain import retrain
+    from features.store import load_static_features
     from serve import runtime
     from streaming.local import LocalLoop
 
@@ -113,7 +121,9 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             torch.set_num_threads(1)
             bundle = save_bundle(train_cascade(prepared, config).model, config,
                                  prepared.vocab, out / "bundles", dataset=path.name)
-        console.print(f"      bundle → {bundle}")
+        registry = Registry(out / "bundles")
+        registry.publish(bundle.name, dataset=path.name)
+        console.print(f"      bundle → {bundle} (published: {registry.root / 'current'})")
 
         _step(3, started)
         results_md = _evaluate(bundle, prepared, config, out)
@@ -123,12 +133,19 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
         auth_env, headers = _auth(out, insecure_dev)
 
         _step(4, started)
+        # a store of this run alone: the cycle and the online accuracy read its logs
+        shutil.rmtree(out / "feast", ignore_errors=True)
         with LocalLoop(path, out / "feast") as loop:
             console.print(f"      broker {loop.bootstrap_servers}, Feast {loop.feast_root}")
+            loaded = load_static_features(loop.store, prepared)
+            console.print(f"      Feast: {loaded['user_profiles']:,} user profiles, the "
+                          f"popularity of {loaded['categories']} categories")
             _step(5, started)
             port = runtime.free_port()
             ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
-            runtime.deploy(runtime.serve_config(bundle=str(bundle), features=loop.features,
+            # both stages follow the registry's current link: a publish rolls out
+            runtime.deploy(runtime.serve_config(bundle=str(registry.root / "current"),
+                                                features=loop.features,
                                                 kafka=loop.bootstrap_servers, port=port,
                                                 replicas=1, env=auth_env))
             url = f"http://127.0.0.1:{direct_port}"
@@ -137,22 +154,32 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             online = _online_accuracy(loop)
             _step(6, started)
             user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
+            _step(7, started)
+            ray_config = None
+            if trainer == "ray":
+                from ccrec.train.stage_runner import RayConfig
+
+                ray_config = RayConfig(num_workers=1)
+            retrain(loop, url, registry.root, path, ray_config=ray_config)
+            console.print("      another user's clicks, answered by the model served now:")
+            asyncio.run(_replay(url, headers, prepared, clicks, out, rank=1))
             _print_online_accuracy(online, out)
             page = f"{url}/?{urlencode({'user': user, 'item': item})}"
             console.print(f"      live page: [bold]{page}[/]")
             if not no_wait and sys.stdin.isatty():
                 _serve_until_interrupted()
-            _step(7, started)
+            _step(8, started)
             ray_serve.shutdown()
     finally:
         if ray.is_initialized():
             ray.shutdown()
     console.rule(f"done in {time.perf_counter() - started:.0f}s")
     click.echo(f"results table: {results_md}")
-    click.echo(f"clicks, top {TOP_K}: {replay_md}")
+    click.echo(f"clicks, top {TOP_K}: {replay_md}, {out / 'replay-1.md'}")
     click.echo(f"plots:         {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     click.echo(f"API docs:      {out / 'openapi.json'} (and /docs while `ccrec serve run` runs)")
-    click.echo(f"model bundle:  {bundle}")
+    click.echo(f"model bundles: {registry.root} (registry.json: every publish and "
+               f"rejection; serving {registry.current})")
 
 
 def _serve_until_interrupted() -> None:
@@ -219,17 +246,19 @@ def _openapi() -> dict:
 
 
 async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
-                  out: Path) -> tuple[str, str, Path]:
+                  out: Path, rank: int = 0) -> tuple[str, str, Path]:
     """One test user's real history, click by click, as a new user id; that id, the last
-    item clicked and ``out/replay.md``. The console gets the top 3 and what changed per
-    click; replay.md the full top k with scores."""
+    item clicked and ``out/replay.md``. The user: the ``rank``-th longest history of the
+    warm test users (``replay-<rank>.md`` from rank 1 on). The console gets the top 3
+    and what changed per click (and the model version that answered); replay.md the
+    full top k with scores."""
     import httpx
 
     from streaming.local import click_to_refresh
 
     vocab = prepared.vocab
     users = prepared.split("warm_test")
-    row = max(users.itertuples(), key=lambda r: len(r.past_categories))
+    row = sorted(users.itertuples(), key=lambda r: -len(r.past_categories))[rank]
     events = [(int(c), int(i)) for c, items in zip(row.past_categories, row.past_items,
                                                    strict=True) for i in list(items)[:1]]
     events = events[-clicks:]
@@ -240,7 +269,8 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
         first = (await client.post("/v1/recommendations",
                                    json={"user_id": user, "k": TOP_K})).json()
         rows.append(("–", f"({first['cold_start_strategy']})", first, ""))
-        console.print(f"      before any click: {_top(first, SHOWN)}")
+        console.print(f"      before any click: {_top(first, SHOWN)}  "
+                      f"(model {first['model_version']})")
         for n, (cat, item) in enumerate(events, 1):
             # ≥ 6 days apart: each click is its own category interaction (5-day rule)
             event = {"user_id": user, "item_id": vocab["items"][item],
@@ -263,8 +293,9 @@ async def _replay(url: str, headers: dict[str, str], prepared, clicks: int,
                       ms)
         lines.append(f"| {n} | {clicked} | {_top(answer, TOP_K)} | {ms} |")
         previous = answer
-    Console(width=WIDTH).print(table)
-    path = out / "replay.md"
+    if rank == 0:
+        Console(width=WIDTH).print(table)
+    path = out / ("replay.md" if rank == 0 else f"replay-{rank}.md")
     path.write_text("\n".join(lines) + "\n")
     return user, vocab["items"][events[-1][1]], path
 
@@ -291,7 +322,7 @@ def _print_online_accuracy(consumer, out: Path) -> None:
     if rows.empty:
         console.print("      online accuracy: no click joined with an answer yet")
         return
-    console.print("      online accuracy of the served model (each click's category against "
+    console.print("      online accuracy per model version (each click's category against "
                   "the answer served just before it; 95 % bootstrap intervals):")
     click.echo(format_table(online_table(rows)))
     online_plot(rows, out / "online_accuracy.png")
