@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -25,6 +26,9 @@ from ccrec.console import console
 from streaming.continual import CycleResult, RetrainConfig, retrain_cycle
 from streaming.events import dataset_events
 from streaming.local import LocalLoop
+
+if TYPE_CHECKING:
+    from ccrec.train.stage_runner import RayConfig
 
 #: The data set's newest events the stream replays before the cycle (ML-1M: June 2001 to
 #: February 2003, about 800 users).
@@ -54,7 +58,7 @@ def wait_for_version(url: str, version: str, timeout: float = 120.0) -> str:
 
 def retrain(loop: LocalLoop, url: str, bundles_root: Path, prepared: Path, *,
             config: RetrainConfig = RETRAIN, events: int = STREAM_EVENTS,
-            ray_config=None) -> CycleResult:
+            ray_config: RayConfig | None = None) -> CycleResult:
     """Stream the newest ``events`` of the ``prepared`` data set through ``loop``, run one
     cycle (``config``) on the bundles root whose ``current`` the service at ``url``
     follows, and wait until the service serves what the registry serves; the cycle's
@@ -70,12 +74,13 @@ def retrain(loop: LocalLoop, url: str, bundles_root: Path, prepared: Path, *,
     examples = result.examples
     console.print(f"      cycle: {examples['new']:,} new + {examples['replayed']:,} replayed "
                   f"training examples, {examples['valid']} validation users in the newest "
-                  f"{config.window_days:g} days; fine-tuned from {before} "
-                  f"({result.seconds.get('total', 0):.0f}s)")
+                  f"{config.window_days:g} days")
     if result.version is None:
         console.print(f"      no candidate: the log has no example to train or to gate on; "
                       f"still serving {before}")
         return result
+    console.print(f"      candidate {result.version}: every stage warm-started from {before} "
+                  f"and fine-tuned ({result.seconds['train']:.0f}s)")
     verdict = result.gate
     if verdict is not None:
         low, high = verdict["diff_ci"]

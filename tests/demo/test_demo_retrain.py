@@ -87,6 +87,7 @@ def test_the_cycle_publishes_and_the_running_service_switches(tmp_path):
     output = " ".join(captured.get().split())
     assert f"the service serves {first} (GET /readyz)" in output
     assert f"newest {events:,} events of complete-journey" in output
+    assert f"candidate {result.version}: every stage warm-started from {first}" in output
     assert f"gate: candidate HR@1 {result.gate['candidate']:.3f} vs served " \
            f"{result.gate['current']:.3f}" in output and "→ published" in output
     assert f"the service now serves {result.version} (GET /readyz" in output
