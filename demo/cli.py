@@ -140,6 +140,7 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             loaded = load_static_features(loop.store, prepared)
             console.print(f"      Feast: {loaded['user_profiles']:,} user profiles, the "
                           f"popularity of {loaded['categories']} categories")
+            online = _online_accuracy(loop)  # joins its group while Serve starts
             _step(5, started)
             port = runtime.free_port()
             ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -151,7 +152,9 @@ def demo(dataset: str, out_dir: str, clicks: int, trainer: str,
             url = f"http://127.0.0.1:{direct_port}"
             runtime.wait_ready(url)
             console.print(f"      serving on {url} (proxy http://127.0.0.1:{port})")
-            online = _online_accuracy(loop)
+            if not online.assigned.wait(60):
+                console.print("      [yellow]the online accuracy consumer has no partitions "
+                              "yet: the first clicks may go unscored[/]")
             _step(6, started)
             user, item, replay_md = asyncio.run(_replay(url, headers, prepared, clicks, out))
             _step(7, started)

@@ -271,6 +271,9 @@ class OnlineAccuracy(threading.Thread):
         self.rows_written = 0
         self.skipped = 0  # messages that were neither an impression nor a click
         self.stopping = threading.Event()
+        #: Set once the group has given the consumer its partitions: from then on it reads
+        #: impressions and clicks as they arrive (before, it catches up on them later).
+        self.assigned = threading.Event()
 
     def _consumer(self):
         from kafka import KafkaConsumer
@@ -314,6 +317,8 @@ class OnlineAccuracy(threading.Thread):
             while True:
                 stopping = self.stopping.is_set()  # one more poll after stop(): the last clicks
                 polled = consumer.poll(timeout_ms=poll_ms)
+                if not self.assigned.is_set() and consumer.assignment():
+                    self.assigned.set()
                 self.handle([r for batch in polled.values() for r in batch])
                 self.flush()
                 if stopping:

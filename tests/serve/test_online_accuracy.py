@@ -41,6 +41,7 @@ def online(broker, tmp_path):
         auto_offset_reset="earliest", max_poll_interval_ms=4000, session_timeout_ms=4000,
         heartbeat_interval_ms=500)
     consumer.start()
+    assert consumer.assigned.wait(30), "the consumer got no partitions from its group"
     yield consumer
     consumer.stop()
 
