@@ -45,7 +45,8 @@ def test_the_cycle_publishes_and_the_running_service_switches(tmp_path):
     raw = load_complete_journey(ROOT / "tests" / "fixtures" / "complete-journey")
     prepared = load_prepared(prepare("complete-journey", TASK, raw=raw,
                                      out_dir=tmp_path / "complete-journey"))
-    first = train_and_bundle(prepared.path, load(CascadeConfig, DEBUG, []),
+    quick = [f"{stage}.epochs=1" for stage in ("train_sampler", "train_encoder", "train_scorer")]
+    first = train_and_bundle(prepared.path, load(CascadeConfig, DEBUG, quick),
                              tmp_path / "bundles").path.name
     registry = Registry(tmp_path / "bundles")
     registry.publish(first, dataset=prepared.path.name)  # what the demo's training step does
