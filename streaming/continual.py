@@ -6,14 +6,15 @@ One cycle (:func:`retrain_cycle`, ``ccrec retrain``):
    stream worker writes (:mod:`streaming.offline`), in the served bundle's
    vocabulary, with a global cutoff at the start of the *newest window* (the
    latest event time minus ``window_days``): training users are examples at
-   their boundaries up to the cutoff; validation users (no test users: the
-   gate is the only held-out use) are examples at the cutoff whose futures lie
-   in the window;
+   their boundaries up to the cutoff; two other seeded groups of users are
+   examples at the cutoff whose futures lie in the window: validation users
+   (early stopping) and gate users (held out from fine-tuning and early stopping
+   alike, so the gate compares the two models on users neither chose anything on);
 2. **fine-tuning**: every stage starts from the served bundle's weights
    (``CascadeConfig.warm_start``) and trains on the examples since the served
    model's cutoff plus a seeded replay sample of the older ones (against
    forgetting), on Ray Train or in this process, as ``ccrec train``;
-3. **gate**: candidate and served model score the window's validation users
+3. **gate**: candidate and served model score the window's gate users
    (:func:`ccrec.train.gate.gate`); the candidate is published only if its
    HR@1 is not lower by more than ``margin``;
 4. **publish**: the registry re-points ``current`` (:mod:`ccrec.registry`);
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DAY = 86_400
+#: The splits of the gate's users: the held-out users of the window (warm, and those with
+#: at most ``cold_max_cis`` CIs before it).
+GATE = ("warm_test", "cold_test")
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,10 @@ class RetrainConfig:
         epochs: the most fine-tuning epochs of each stage (early stopping on the
             window's validation users still applies).
         lr: the fine-tuning learning rate of each stage.
-        margin: publish unless HR@1 on the window's validation users drops by more.
-        valid_fraction: the share of the window's users held out for the gate.
+        margin: publish unless HR@1 on the window's gate users drops by more.
+        gate_fraction: the seeded share of users held out for the gate.
+        valid_fraction: the seeded share of the other users that validate (early
+            stopping) instead of training.
         seed: seeds the replay sample and the gate's bootstrap.
         config: the YAML of a first model's cascade (default: the data set's).
         overrides: ``key=value`` settings of the cascade (``ccrec train --set``).
@@ -73,7 +79,8 @@ class RetrainConfig:
     epochs: int = 3
     lr: float = 5e-4
     margin: float = 0.0
-    valid_fraction: float = 0.2
+    gate_fraction: float = 0.2
+    valid_fraction: float = 0.1
     seed: int = 0
     config: str | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -85,6 +92,8 @@ class RetrainConfig:
             raise ValueError("replay_fraction must be between 0 and 1")
         if self.margin < 0:
             raise ValueError("margin must be at least 0")
+        if not (0 < self.gate_fraction < 1 and 0 < self.valid_fraction < 1):
+            raise ValueError("gate_fraction and valid_fraction must be between 0 and 1")
 
 
 @dataclass
@@ -96,7 +105,7 @@ class CycleResult:
         published: whether it now serves.
         served: the version serving after the cycle.
         gate: the gate's evidence (None for a first model).
-        examples: new and replayed training examples.
+        examples: new and replayed training examples, validation and gate users.
         cutoff: the window's start (epoch s): the candidate trained on origins before it.
         seconds: wall time of each step and in total.
     """
@@ -132,10 +141,11 @@ def _select(path: Path, since: int | None, fraction: float, seed: int) -> dict[s
     """Keep the training examples with an origin after ``since`` and a seeded ``fraction``
     of the older ones (all of them for a first model); rewrites ``examples.parquet``."""
     examples = pd.read_parquet(path / "examples.parquet")
-    train = examples["split"].to_numpy() == "train"
-    valid = int((examples["split"].to_numpy() == "valid").sum())
+    split = examples["split"].to_numpy()
+    train = split == "train"
+    held_out = {"valid": int((split == "valid").sum()), "gate": int(np.isin(split, GATE).sum())}
     if since is None:
-        return {"new": int(train.sum()), "replayed": 0, "valid": valid}
+        return {"new": int(train.sum()), "replayed": 0, **held_out}
     new = train & (examples["origin"].to_numpy() > since)
     old = np.flatnonzero(train & ~new)
     rng = np.random.default_rng(seed)
@@ -143,7 +153,7 @@ def _select(path: Path, since: int | None, fraction: float, seed: int) -> dict[s
     keep = ~train | new
     keep[replay] = True
     examples[keep].reset_index(drop=True).to_parquet(path / "examples.parquet", index=False)
-    return {"new": int(new.sum()), "replayed": len(replay), "valid": valid}
+    return {"new": int(new.sum()), "replayed": len(replay), **held_out}
 
 
 def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig, *,
@@ -180,9 +190,9 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     latest = int(log_events(store)["timestamp"].max())
     cutoff = latest - int(config.window_days * DAY)
     task = default_config(dataset) if dataset in DATASET_DEFAULTS else PrepareConfig()
-    # no test users: the gate compares on the validation users; the rest train
-    task = replace(task, cutoff_mode="global", test_fraction=0.0,
-                   valid_fraction=config.valid_fraction,
+    # the gate's users are the task's test users (warm, and the held-out newcomers)
+    task = replace(task, cutoff_mode="global", test_fraction=config.gate_fraction,
+                   valid_fraction=config.valid_fraction, cold_share=0.0,
                    cutoff=pd.Timestamp(cutoff, unit="s").strftime("%Y-%m-%dT%H:%M:%S"))
     work = Path(work_dir or Path(bundles_root) / ".cycles") / (
         time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}")
@@ -190,9 +200,12 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     since = entry.get("cutoff")
     examples = _select(path, since, config.replay_fraction, config.seed)
     seconds["data"] = time.perf_counter() - started
-    if examples["new"] == 0 or examples["valid"] == 0:
-        log.info("no %s; nothing to retrain", "training example after the served model's "
-                 "cutoff" if examples["new"] == 0 else "validation user in the newest window")
+    needed = {"new": "training example after the served model's cutoff",
+              "valid": "validation user in the newest window",
+              "gate": "gate user in the newest window"}
+    missing = [what for key, what in needed.items() if examples[key] == 0]
+    if missing:
+        log.info("no %s; nothing to retrain", " and no ".join(missing))
         return CycleResult(None, False, registry.current, None, examples, cutoff, seconds)
 
     t = time.perf_counter()
@@ -203,7 +216,8 @@ def retrain_cycle(store: FeatureStore, bundles_root: Path, config: RetrainConfig
     verdict = None
     if served is not None:
         data = load_prepared(path)
-        held_out = UserTable(data.split("valid"), data.num_categories, cascade.max_past,
+        gate_users = pd.concat([data.split(name) for name in GATE], ignore_index=True)
+        held_out = UserTable(gate_users, data.num_categories, cascade.max_past,
                              cascade.encoder.item_profile_dim)
         verdict = gate(Bundle.load(served).model, Bundle.load(trained.path).model, held_out,
                        config.margin, seed=config.seed).summary()
@@ -237,12 +251,13 @@ def parse_every(text: str) -> float:
 def _report(result: CycleResult) -> str:
     if result.version is None:
         return (f"no cycle: {result.examples['new']} new training examples, "
-                f"{result.examples['valid']} validation users; serving {result.served}")
+                f"{result.examples['valid']} validation and {result.examples['gate']} gate "
+                f"users; serving {result.served}")
     verdict = result.gate
     evidence = "" if verdict is None else (
         f" ({verdict['metric']} {verdict['candidate']:.4f} vs {verdict['current']:.4f}, "
         f"diff {verdict['diff']:+.4f} [{verdict['diff_ci'][0]:+.4f}, "
-        f"{verdict['diff_ci'][1]:+.4f}], n = {verdict['n']} validation users)")
+        f"{verdict['diff_ci'][1]:+.4f}], n = {verdict['n']} gate users)")
     action = "published" if result.published else "rejected"
     return (f"{result.version} {action}{evidence}; {result.examples['new']} new + "
             f"{result.examples['replayed']} replayed examples; "
@@ -264,7 +279,7 @@ def _report(result: CycleResult) -> str:
 @click.option("--epochs", type=int, default=RetrainConfig.epochs, show_default=True,
               help="Most fine-tuning epochs per stage.")
 @click.option("--margin", type=float, default=RetrainConfig.margin, show_default=True,
-              help="Publish unless validation HR@1 drops by more than this.")
+              help="Publish unless HR@1 on the gate's users drops by more than this.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a cascade setting, e.g. --set train_scorer.lr=0.0001")
 @click.option("--ray/--local", "use_ray", default=True, show_default=True,

@@ -82,7 +82,7 @@ def test_the_cycle_publishes_and_the_running_service_switches(tmp_path):
 
     assert result.published and result.version != first
     assert (registry.current, registry.previous) == (result.version, first)
-    assert result.examples["new"] > 0 and result.gate["n"] == result.examples["valid"] > 0
+    assert result.examples["new"] > 0 and result.gate["n"] == result.examples["gate"] > 0
     # the running service answers with the published version, without a redeploy
     assert now == answer["model_version"] == result.version
     output = " ".join(captured.get().split())

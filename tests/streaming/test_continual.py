@@ -21,7 +21,7 @@ from ccrec.data.prepared import load_prepared
 from ccrec.registry import Registry
 from features.store import load_static_features, open_store
 from serve.runtime import ModelSlots
-from streaming.continual import RetrainConfig, parse_every, retrain_cycle
+from streaming.continual import GATE, RetrainConfig, parse_every, retrain_cycle
 
 DEBUG = str(Path(__file__).parents[2] / "ccrec" / "configs" / "debug.yaml")
 
@@ -54,7 +54,12 @@ def test_a_cycle_fine_tunes_the_served_model_and_both_stages_switch(tmp_path):
     # new examples: origins after the first model's cutoff; a fifth of the older ones again
     examples = json.loads((bundles / "registry.json").read_text())[-1]["examples"]
     assert examples == second.examples and second.examples["new"] > 0
-    assert second.gate["n"] > 0 and second.gate["margin"] == 1.0
+    assert second.gate["n"] == second.examples["gate"] > 0 and second.gate["margin"] == 1.0
+    # the gate's users are held out from fine-tuning and early stopping alike
+    cycle = load_prepared(sorted((bundles / ".cycles").glob("*/*"))[-1])
+    gate_users = set(cycle.examples.loc[cycle.examples["split"].isin(GATE), "user"])
+    rest = set(cycle.examples.loc[~cycle.examples["split"].isin(GATE), "user"])
+    assert gate_users and not gate_users & rest
     candidate = Bundle.load(bundles / second.version)
     assert candidate.config.warm_start == str((bundles / first.version).resolve())
     assert (registry.current, registry.previous) == (second.version, first.version)
