@@ -54,10 +54,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.sim_cluster import end_children, node_args, patient_node_start  # noqa: E402
 
-#: Serve's autoscaling metrics are pushed every half second (the default is 10 s);
-#: Ray's processes read these when they start.
-SERVE_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-             "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
+#: Ray's processes read these when they start. Serve's autoscaling metrics are pushed
+#: every half second (the default is 10 s). Right after a node loss, Ray Train's controller
+#: still counts the lost node's CPUs and starts a worker group of the old size, which waits
+#: for the start timeout (default 60 s) before the group restarts at the size the cluster
+#: now has: 15 s is ample for a worker to start here.
+CLUSTER_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+               "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "15"}
 #: What the benchmark changes in serve/deployments.py's autoscaling (bounds and targets kept).
 FAST_AUTOSCALING = {"upscale_delay_s": 1.0, "downscale_delay_s": 4.0,
                     "look_back_period_s": 2.0}
@@ -138,9 +142,11 @@ def train_phase(cluster, data: Path, storage: Path, settings: dict, clock: Clock
         train_sampler=TrainConfig(epochs=settings["epochs"], batch_size=64, lr=3e-3,
                                   patience=100, progress=False))
     spec = stage_specs(data, config)["m1"]
+    # Ray's own control-loop interval (2 s): each epoch's report waits for it, which paces the
+    # run's short epochs so that a joining node has time to start before the last one.
     ray_config = RayConfig(min_workers=1, max_workers=2, cpus_per_worker=1.0,
                            resize_interval_s=settings["resize_s"], max_failures=3,
-                           storage_path=str(storage), name="elastic")
+                           storage_path=str(storage), name="elastic", control_interval_s=2.0)
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -167,8 +173,10 @@ def train_phase(cluster, data: Path, storage: Path, settings: dict, clock: Clock
         time.sleep(max(0.3, 0.5 * grown["train_seconds"]))
         last_epoch = watch.poll()[-1]["epoch"]
         cluster.remove_node(node, allow_graceful=not hard_kill)
-        events["node_removed"] = {"t": clock(), "last_checkpointed_epoch": last_epoch,
+        removed = clock()
+        events["node_removed"] = {"t": removed, "last_checkpointed_epoch": last_epoch,
                                   "hard_kill": hard_kill}
+        watch.wait(lambda r: r["t"] > removed and r["workers"] == 1, thread, budget)
     thread.join(budget)
     rows = watch.poll()
     events["finished"] = clock()
@@ -337,7 +345,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = SETTINGS["quick" if args.quick else "full"]
-    os.environ.update(SERVE_ENV)
+    os.environ.update(CLUSTER_ENV)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 

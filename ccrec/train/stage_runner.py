@@ -44,6 +44,9 @@ from ccrec.train.loop import FitResult, FitState, TrainStep, fit, make_optimizer
 from ccrec.train.progress import epoch_lines
 from ccrec.train.stages import StageSpec
 
+#: Ray Train's control-loop interval, read by its controller (see :class:`RayConfig`).
+CONTROL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
 
 @dataclass(frozen=True)
 class RayConfig:
@@ -67,6 +70,11 @@ class RayConfig:
             checkpoint of ``fail_stage`` (a marker file makes it fire on the
             first attempt only); exercises recovery.
         fail_stage: the stage the fault injection targets.
+        control_interval_s: how often Ray Train's controller checks the workers and
+            takes their reports (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``; Ray's default is
+            2 s). A worker's epoch report waits for the next check, so with the default
+            a run of short epochs spent about as long waiting as training; a value set
+            in the environment wins.
     """
 
     num_workers: int = 2
@@ -81,6 +89,7 @@ class RayConfig:
     max_failures: int = 1
     fail_after_epoch: int | None = None
     fail_stage: str = "m1"
+    control_interval_s: float = 0.25
 
     def scaling(self) -> ScalingConfig:
         workers: int | tuple[int, int] = self.num_workers
@@ -232,6 +241,8 @@ def run_stage(spec: StageSpec, train: ray.data.Dataset, ray_config: RayConfig, *
         loop_config.update(fail_stage=ray_config.fail_stage,
                            fail_after_epoch=ray_config.fail_after_epoch,
                            fail_marker=str(storage / f"{run_name}.failed"))
+    # Ray Train passes this variable from the driver to its controller and workers.
+    os.environ.setdefault(CONTROL_INTERVAL_ENV, str(ray_config.control_interval_s))
     # Materialised before the workers take the CPUs: a lazy read would wait for a
     # CPU that the training workers hold (Ray Data's budget excludes them).
     train = train.materialize()
