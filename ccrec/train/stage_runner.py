@@ -44,8 +44,10 @@ from ccrec.train.loop import FitResult, FitState, TrainStep, fit, make_optimizer
 from ccrec.train.progress import epoch_lines
 from ccrec.train.stages import StageSpec
 
-#: Ray Train's control-loop interval, read by its controller (see :class:`RayConfig`).
+#: Ray Train's control-loop interval, read by its controller (see :class:`RayConfig`), and
+#: the value the environment gave it before any run here set it.
 CONTROL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+CONTROL_INTERVAL_GIVEN = os.environ.get(CONTROL_INTERVAL_ENV)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def run_stage(spec: StageSpec, train: ray.data.Dataset, ray_config: RayConfig, *
                            fail_after_epoch=ray_config.fail_after_epoch,
                            fail_marker=str(storage / f"{run_name}.failed"))
     # Ray Train passes this variable from the driver to its controller and workers.
-    os.environ.setdefault(CONTROL_INTERVAL_ENV, str(ray_config.control_interval_s))
+    os.environ[CONTROL_INTERVAL_ENV] = CONTROL_INTERVAL_GIVEN or str(ray_config.control_interval_s)
     # Materialised before the workers take the CPUs: a lazy read would wait for a
     # CPU that the training workers hold (Ray Data's budget excludes them).
     train = train.materialize()
