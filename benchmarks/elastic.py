@@ -68,8 +68,8 @@ FAST_AUTOSCALING = {"upscale_delay_s": 1.0, "downscale_delay_s": 4.0,
 SETTINGS = {  # epochs, synthetic users, resize interval (s), ramp [(concurrency, seconds)]
     "full": {"epochs": 40, "users": 2000, "resize_s": 5.0,
              "ramp": [(1, 5), (8, 10), (32, 15), (64, 20)]},
-    "quick": {"epochs": 30, "users": 600, "resize_s": 2.0,
-              "ramp": [(1, 3), (16, 8), (64, 20)]},
+    "quick": {"epochs": 20, "users": 600, "resize_s": 2.0,
+              "ramp": [(1, 2), (16, 5), (64, 15)]},
 }
 
 

@@ -67,14 +67,15 @@ class Processes:
         return (self.logs / f"{name}.log").read_text()[-3000:]
 
     def stop(self) -> None:
+        """As ``docker compose stop`` does: SIGTERM, and SIGKILL 10 s later."""
         for _, process, log in reversed(self.running):
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
                 try:
                     os.killpg(process.pid, sig)
                 except ProcessLookupError:
                     break
                 try:
-                    process.wait(20)
+                    process.wait(grace)
                     break
                 except subprocess.TimeoutExpired:
                     continue
