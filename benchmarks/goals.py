@@ -44,6 +44,10 @@ def load_of(data: dict | None) -> str:
 
 
 def _load(data: dict | None) -> str:
+    loads = dig(data, "load_avg_1_5_15")  # (1, 5, 15 min) at the start and at the end
+    if loads:
+        end = dig(data, "load_avg_1_5_15_end")
+        return f"{loads[0]:.1f}" + (f"–{end[0]:.1f}" if end else "")
     for keys in (("load_average_1min",), ("load_average_1m",), ("machine", "load_avg_1m"),
                  ("machine", "load_avg_1m_start")):
         value = dig(data, *keys)

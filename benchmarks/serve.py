@@ -376,6 +376,7 @@ def main() -> None:
             serve.shutdown()
             ray.shutdown()
     result["load_avg_1_5_15_end"] = os.getloadavg()
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2), file=stdout, flush=True)
 
 

@@ -186,6 +186,7 @@ def main() -> None:
                        "freshness_p99_ms": 100}
     result["load_average_1m"] = round(__import__("os").getloadavg()[0], 1)
     result["cpu_cores"] = __import__("os").cpu_count()
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2))
 
 
