@@ -26,7 +26,7 @@ demo: $(STAMP)
 	CCREC_CONSOLE=clean $(BIN)/ccrec demo --insecure-dev
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -ra -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

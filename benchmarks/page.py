@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -118,12 +117,10 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the clients' imports
 
-    import uvicorn
 
     from features.reader import reader_from_config
     from serve.api import Clicks
-    from serve.plain import PlainHost
-    from serve.runtime import free_port
+    from serve.plain import PlainHost, serving
     from streaming.local import LocalLoop
 
     tmp = Path(tempfile.mkdtemp(prefix="ccrec-page-"))
@@ -137,19 +134,15 @@ def main() -> None:
     load_before = os.getloadavg()
     with LocalLoop(prepared_path, tmp / "feast") as loop:
         host = PlainHost(bundle, reader_from_config(loop.features), Clicks(loop.bootstrap_servers))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(host.app, host="127.0.0.1", port=port,
-                                               log_level="error", access_log=False))
-        threading.Thread(target=server.run, daemon=True).start()
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url)
-        print(f"{args.clicks} clicks on the page, then {args.clicks} from the client…",
-              file=sys.stderr)
-        key = headers["authorization"].removeprefix("Bearer ")
-        page = page_clicks(url, key, pairs, args.clicks)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            client = pool.apply(run_client, (url, headers, pairs[1:] + pairs[:1], args.clicks))
-        server.should_exit = True
+        with serving(host.app) as url:
+            wait_http(url)
+            print(f"{args.clicks} clicks on the page, then {args.clicks} from the client…",
+                  file=sys.stderr)
+            key = headers["authorization"].removeprefix("Bearer ")
+            page = page_clicks(url, key, pairs, args.clicks)
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                client = pool.apply(run_client,
+                                    (url, headers, pairs[1:] + pairs[:1], args.clicks))
     result = {
         "what": "click → refreshed top k (ms): the live page in headless Chromium vs a Python "
                 "client in its own process, same host, loop and poll interval, one run",

@@ -39,8 +39,9 @@ LONGEST_FILES = ("train/test_elastic.py", "tune/test_tune.py",
 
 def pytest_collection_modifyitems(config, items):
     """Longest first: the files of :data:`LONGEST_FILES`, then the other files with a test on
-    the session's Ray instance, then the rest in file order. ``make test`` runs ``pytest -n 2
-    --dist loadfile --no-loadscope-reorder``: a file's tests stay in one worker (its module
+    the session's Ray instance, then the rest in file order. ``make test`` runs ``pytest -n 3
+    --dist loadfile --no-loadscope-reorder`` (three workers on two cores: much of a Ray
+    test is waiting for processes to start): a file's tests stay in one worker (its module
     fixtures start once), and a worker that runs out of work takes the next file in this
     order, so no worker is left alone with a long file at the end."""
     root = Path(__file__).parent

@@ -6,13 +6,11 @@ the registry's ``current`` link and must answer with the published version."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from ccrec.config import load
 from ccrec.console import console
@@ -27,8 +25,8 @@ from features.reader import reader_from_config
 from features.store import load_static_features
 from serve.api import Clicks
 from serve.auth import Authenticator
-from serve.plain import PlainHost
-from serve.runtime import free_port, wait_ready
+from serve.plain import PlainHost, serving
+from serve.runtime import wait_ready
 from streaming.continual import RetrainConfig
 from streaming.local import LocalLoop
 
@@ -57,24 +55,17 @@ def test_the_cycle_publishes_and_the_running_service_switches(tmp_path):
         load_static_features(loop.store, prepared)
         host = PlainHost(registry.root / "current", reader_from_config(loop.features),
                          Clicks(loop.bootstrap_servers), auth=Authenticator(insecure=True))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(host.app, host="127.0.0.1", port=port,
-                                               log_level="error", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(url, timeout=60)
-            with console.capture() as captured:
-                result = retrain(loop, url, registry.root, prepared.path, config=cycle,
-                                 events=events)
-            user = str(raw.events["user_id"].iloc[0])
-            answer = httpx.post(f"{url}/v1/recommendations", json={"user_id": user, "k": 3},
-                                timeout=30).json()
-            now = served_version(url)
+            with serving(host.app) as url:
+                wait_ready(url, timeout=60)
+                with console.capture() as captured:
+                    result = retrain(loop, url, registry.root, prepared.path, config=cycle,
+                                     events=events)
+                user = str(raw.events["user_id"].iloc[0])
+                answer = httpx.post(f"{url}/v1/recommendations",
+                                    json={"user_id": user, "k": 3}, timeout=30).json()
+                now = served_version(url)
         finally:
-            server.should_exit = True
-            thread.join(10)
             host.slots.close()
         assert loop.worker.error is None
         # every streamed event reached the worker, and the stream's log is what it trained on

@@ -9,19 +9,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from benchmarks.bad_requests import LEAK, cases, sweep
 from features.reader import MemoryFeatures
 from serve.api import Clicks
 from serve.auth import Authenticator, Scope, new_key
-from serve.plain import PlainHost
-from serve.runtime import free_port
+from serve.plain import PlainHost, serving
 
 KEY, RECORD = new_key("sweep", list(Scope))
 LIMITED, LIMITED_RECORD = new_key("reader", [Scope.RECOMMENDATIONS_READ])
@@ -32,17 +28,8 @@ ROOT = Path(__file__).parents[2]
 def url(bundles, broker):
     auth = Authenticator({RECORD.id: RECORD, LIMITED_RECORD.id: LIMITED_RECORD})
     host = PlainHost(bundles[0], MemoryFeatures(), Clicks(broker), auth=auth)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(host.app, host="127.0.0.1", port=port,
-                                           log_level="error", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(host.app) as running:
+        yield running
 
 
 def test_every_bad_request_gets_a_4xx_and_no_internals(url):

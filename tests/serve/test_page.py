@@ -6,20 +6,18 @@ refreshed answer and the live metrics."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
 
 from ccrec.bundle import Bundle
 from features.reader import MemoryFeatures, reader_from_config
 from serve.api import Clicks
 from serve.auth import Authenticator
-from serve.plain import PlainHost
-from serve.runtime import free_port, wait_ready
+from serve.plain import PlainHost, serving
+from serve.runtime import wait_ready
 from streaming.local import LocalLoop
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -45,16 +43,9 @@ def served(synthetic, bundles, api_key, broker, tmp_path):
     with LocalLoop(synthetic.path, tmp_path / "feast", bootstrap_servers=broker) as loop:
         host = PlainHost(bundles[0], reader_from_config(loop.features),
                          Clicks(loop.bootstrap_servers), auth=Authenticator.from_file(api_key.file))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(host.app, host="127.0.0.1", port=port,
-                                               log_level="error", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout=60)
-        yield url
-        server.should_exit = True
-        thread.join(10)
+        with serving(host.app) as url:
+            wait_ready(url, timeout=60)
+            yield url
         assert loop.worker.error is None
 
 
