@@ -7,7 +7,7 @@ learns from what it wrote, and the running service switches to the new version b
    (:meth:`streaming.local.LocalLoop.ingest`);
 2. **cycle**: :func:`streaming.continual.retrain_cycle` on that log, with the demo's
    :data:`RETRAIN` settings: the examples rebuilt from the log, every stage warm-started
-   from the served bundle and fine-tuned, the gate on the newest window's validation
+   from the served bundle and fine-tuned, the gate on the newest window's held-out gate
    users, and publication (the registry re-points ``current``) only if the gate passes;
 3. **rollout**: the Sampler and the Scorer follow the bundles root's ``current`` link
    (:class:`serve.runtime.ModelSlots`); the step asks the service (``GET /readyz``)

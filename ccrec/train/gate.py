@@ -1,9 +1,9 @@
 """The publication gate: a retrained model ships only if it is not worse than the served one.
 
-Both models score the same held-out users (the newest window's validation
-users); the difference of their HR@1 gets a paired bootstrap interval
-(:func:`ccrec.bootstrap.paired_test`, users resampled). The candidate passes
-when its HR@1 is at least the served model's minus ``margin``.
+Both models score the same held-out users (the newest window's gate users, which
+neither fine-tuning nor its early stopping saw); the difference of their HR@1 gets a
+paired bootstrap interval (:func:`ccrec.bootstrap.paired_test`, users resampled). The
+candidate passes when its HR@1 is at least the served model's minus ``margin``.
 """
 
 from __future__ import annotations
