@@ -14,9 +14,10 @@ cannot disagree (paper §6.1 preprocessing):
   exactly these events as its state, which is what makes the paths identical.
 * **Past sequence δ_t.** The last ``k`` CIs ordered by (start time, category).
 
-All steps are vectorised over users: no Python loop runs per event or per
-user; the only loop runs once per CI "round" (the largest number of CIs one
-user has in one category).
+All steps are vectorised over users with numpy sorts and runs (no pandas
+group-by, whose fixed cost per call would dominate the stream worker's small
+batches): no Python loop runs per event or per user; the only loop runs once
+per CI "round" (the largest number of CIs one user has in one category).
 """
 
 from __future__ import annotations
@@ -62,12 +63,37 @@ def retained(events: pd.DataFrame, spec: SequenceSpec) -> pd.DataFrame:
 
     ``events`` has integer columns user, item, category, timestamp.
     """
-    ordered = events.sort_values(["user", "timestamp", "category", "item"], kind="stable")
-    latest = ordered.groupby("user", sort=False)["timestamp"].transform("max")
-    keep = ordered["timestamp"].to_numpy() >= latest.to_numpy() - spec.horizon_seconds
-    ordered = ordered[keep]
-    from_end = ordered.groupby("user", sort=False).cumcount(ascending=False)
-    return ordered[from_end.to_numpy() < spec.max_events].reset_index(drop=True)
+    kept = _retained_order(*(events[c].to_numpy() for c in ("user", "item", "category",
+                                                              "timestamp")), spec)
+    return events.iloc[kept].reset_index(drop=True)
+
+
+def _groups(*sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each run of equal key tuples in the sorted keys."""
+    n = len(sorted_keys[0])
+    if not n:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    change = np.zeros(n - 1, bool)
+    for key in sorted_keys:
+        change |= key[1:] != key[:-1]
+    starts = np.flatnonzero(np.r_[True, change])
+    return starts, np.r_[starts[1:], n].astype(np.int64)
+
+
+def _from_end(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each element of the runs, its position counted from its run's end (0 = last)."""
+    return np.repeat(ends, ends - starts) - 1 - np.arange(ends[-1] if len(ends) else 0)
+
+
+def _retained_order(user: np.ndarray, item: np.ndarray, category: np.ndarray,
+                    timestamp: np.ndarray, spec: SequenceSpec) -> np.ndarray:
+    """Indices of the retained events, in (user, timestamp, category, item) order (stable)."""
+    order = np.lexsort((item, category, timestamp, user))
+    starts, ends = _groups(user[order])
+    # Sorted by time within a user, so a user's latest event is the last of its run.
+    latest = np.repeat(timestamp[order][ends - 1], ends - starts)
+    order = order[timestamp[order] >= latest - spec.horizon_seconds]
+    return order[_from_end(*_groups(user[order])) < spec.max_events]
 
 
 def assign_category_interactions(
@@ -122,63 +148,59 @@ def past_sequences(events: pd.DataFrame, spec: SequenceSpec) -> pd.DataFrame:
         ``num_past_cis`` (over the retained events, before truncation to k);
         ``num_past_categories`` (distinct); ``last_timestamp``.
     """
-    kept = retained(events, spec)
-    if kept.empty:
+    kept = _retained_order(*(events[c].to_numpy(np.int64) for c in ("user", "item", "category",
+                                                                      "timestamp")), spec)
+    if not len(kept):
         return pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
-    user = kept["user"].to_numpy(np.int64)
-    category = kept["category"].to_numpy(np.int64)
-    item = kept["item"].to_numpy(np.int64)
-    timestamp = kept["timestamp"].to_numpy(np.int64)
+    user, item, category, timestamp = (events[c].to_numpy(np.int64)[kept]
+                                       for c in ("user", "item", "category", "timestamp"))
     anchor = assign_category_interactions(user, category, timestamp, spec.window_seconds)
 
     # Distinct items per CI, in order of first occurrence (events are time-sorted per user).
-    pairs = pd.DataFrame({"anchor": anchor, "item": item})
-    first_of_pair = ~pairs.duplicated(["anchor", "item"]).to_numpy()
+    by_pair = np.lexsort((np.arange(len(item)), item, anchor))
+    pair_starts, _ = _groups(anchor[by_pair], item[by_pair])
+    first_of_pair = np.zeros(len(item), bool)
+    first_of_pair[by_pair[pair_starts]] = True
     ci_events = np.flatnonzero(first_of_pair)
     ci_events = ci_events[np.argsort(anchor[ci_events], kind="stable")]
     anchors, counts = np.unique(anchor[ci_events], return_counts=True)
     item_offsets = np.r_[0, np.cumsum(counts)]
 
-    cis = pd.DataFrame(
-        {
-            "user": user[anchors], "category": category[anchors], "start": timestamp[anchors],
-            "ci": np.arange(len(anchors)),
-        }
-    ).sort_values(["user", "start", "category"], kind="stable")
-    from_end = cis.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
-    num_cis = cis.groupby("user", sort=True).size()
-    recent = cis[from_end < spec.max_past]
+    # CIs by (user, start, category), the last k of each user kept.
+    ci_user, ci_category, ci_start = user[anchors], category[anchors], timestamp[anchors]
+    by_start = np.lexsort((ci_category, ci_start, ci_user))
+    ci_starts, ci_ends = _groups(ci_user[by_start])
+    recent = by_start[_from_end(ci_starts, ci_ends) < spec.max_past]
 
     # Nested item lists of the kept CIs, gathered with offsets (no per-CI loop).
-    ci_index = recent["ci"].to_numpy()
-    lengths = counts[ci_index]
-    gather = np.repeat(item_offsets[ci_index], lengths) + (
+    lengths = counts[recent]
+    gather = np.repeat(item_offsets[recent], lengths) + (
         np.arange(lengths.sum()) - np.repeat(np.r_[0, np.cumsum(lengths)[:-1]], lengths)
     )
     inner = _list_column(item[ci_events[gather]], np.r_[0, np.cumsum(lengths)])
 
-    per_user = recent.groupby("user", sort=True).size()
-    outer_offsets = np.r_[0, np.cumsum(per_user.to_numpy())]
-    users = per_user.index.to_numpy()
-    stats = kept.groupby("user", sort=True).agg(
-        num_past_events=("item", "size"),
-        num_past_categories=("category", "nunique"),
-        last_timestamp=("timestamp", "max"),
-    )
-    table = pa.table(
+    users, per_user = np.unique(ci_user[recent], return_counts=True)
+    outer_offsets = np.r_[0, np.cumsum(per_user)]
+    # Per-user statistics over the retained events (sorted by user): each user's run.
+    starts, ends = _groups(user)
+    run = np.searchsorted(user[starts], users)
+    distinct = np.lexsort((category, user))
+    pair_runs, _ = _groups(user[distinct], category[distinct])
+    num_categories = np.bincount(np.searchsorted(user[starts], user[distinct][pair_runs]),
+                                 minlength=len(starts))
+    return pa.table(
         {
             "user": pa.array(users, pa.int64()),
-            "past_categories": _list_column(recent["category"].to_numpy(), outer_offsets),
-            "past_starts": _list_column(recent["start"].to_numpy(), outer_offsets),
+            "past_categories": _list_column(ci_category[recent], outer_offsets),
+            "past_starts": _list_column(ci_start[recent], outer_offsets),
             "past_items": pa.ListArray.from_arrays(pa.array(outer_offsets, pa.int32()), inner),
+            "num_past_events": pa.array((ends - starts)[run], pa.int64()),
+            "num_past_cis": pa.array((ci_ends - ci_starts)[
+                np.searchsorted(ci_user[by_start][ci_starts], users)], pa.int64()),
+            "num_past_categories": pa.array(num_categories[run], pa.int64()),
+            "last_timestamp": pa.array(timestamp[ends - 1][run], pa.int64()),
         }
-    )
-    frame = table.to_pandas()
-    frame["num_past_events"] = stats.loc[users, "num_past_events"].to_numpy()
-    frame["num_past_cis"] = num_cis.loc[users].to_numpy()
-    frame["num_past_categories"] = stats.loc[users, "num_past_categories"].to_numpy()
-    frame["last_timestamp"] = stats.loc[users, "last_timestamp"].to_numpy()
-    return frame
+    ).to_pandas()
 
 
 def time_keys(user: np.ndarray, time: np.ndarray, base: int) -> np.ndarray:

@@ -80,3 +80,47 @@ def test_vectorised_grouping_matches_a_reference_loop():
         expected[i] = start
     # Equal-timestamp ties may anchor at either tied event; compare the anchor times.
     assert [rows[a][3] for a in got] == [rows[a][3] for a in expected]
+
+
+def reference_past_sequence(rows, spec):
+    """One user's features by the definitions, event by event (the oracle)."""
+    rows = sorted(rows, key=lambda r: (r[3], r[2], r[1]))
+    rows = [r for r in rows if r[3] >= rows[-1][3] - spec.horizon_seconds][-spec.max_events:]
+    cis = []  # [category, start, items]
+    for _, item, category, t in rows:
+        same = [ci for ci in cis if ci[0] == category]
+        if same and t - same[-1][1] <= spec.window_seconds:
+            if item not in same[-1][2]:
+                same[-1][2].append(item)
+        else:
+            cis.append([category, t, [item]])
+    cis.sort(key=lambda ci: (ci[1], ci[0]))
+    recent = cis[-spec.max_past:]
+    return {"past_categories": [ci[0] for ci in recent], "past_starts": [ci[1] for ci in recent],
+            "past_items": [ci[2] for ci in recent], "num_past_events": len(rows),
+            "num_past_cis": len(cis), "num_past_categories": len({r[2] for r in rows}),
+            "last_timestamp": rows[-1][3]}
+
+
+def test_past_sequences_match_the_definitions_event_by_event():
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        n = int(rng.integers(1, 300))
+        # distinct timestamps per user: the reference's tie order is then the only order
+        users = rng.integers(0, 12, n)
+        times = rng.choice(int(rng.choice([3, 40, 400])) * DAY, n, replace=False)
+        rows = list(zip(users.tolist(), rng.integers(0, 15, n).tolist(),
+                        rng.integers(1, 5, n).tolist(), times.tolist(), strict=True))
+        spec = SequenceSpec(max_past=int(rng.integers(1, 12)),
+                            horizon_days=float(rng.choice([2, 30, 365])),
+                            max_events=int(rng.choice([5, 40, 2000])))
+        got = past_sequences(events(rows), spec)
+        assert got["user"].tolist() == sorted(set(users.tolist()))
+        for row in got.itertuples():
+            expected = reference_past_sequence([r for r in rows if r[0] == row.user], spec)
+            actual = {"past_categories": row.past_categories.tolist(),
+                      "past_starts": row.past_starts.tolist(),
+                      "past_items": [list(x) for x in row.past_items],
+                      **{k: getattr(row, k) for k in ("num_past_events", "num_past_cis",
+                                                       "num_past_categories", "last_timestamp")}}
+            assert actual == expected, (trial, row.user)
