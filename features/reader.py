@@ -1,8 +1,8 @@
 """Reading a user's online features: the Feast store, or an in-memory table.
 
 Both readers return :class:`UserFeatures` (indices as the models use them).
-The Feast reader calls :func:`features.store.read_user_features`, so feature
-names are never typed here.
+The Feast reader reads through :class:`features.store.UserFeatureReader`, so
+feature names are never typed here.
 """
 
 from __future__ import annotations
@@ -131,15 +131,15 @@ class FeastFeatures:
     def __init__(self, settings: FeastSettings) -> None:
         from features import store as fs
 
-        self._fs = fs
         root = Path(settings.root) if settings.root else fs.FEATURES_DIR
         self.store = fs.open_store(root, settings.environment, project=settings.project,
                                    redis_url=settings.redis_url, apply=False)
+        self.reader = fs.UserFeatureReader(self.store)
 
     def read_many(self, user_ids: list[str]) -> list[UserFeatures]:
         from features import definitions as d
 
-        rows = self._fs.read_user_features(self.store, user_ids)
+        rows = self.reader.read(user_ids)
         out = []
         for user_id in user_ids:
             row = rows[user_id]
@@ -154,7 +154,7 @@ class FeastFeatures:
 
     def ping(self) -> bool:
         try:
-            self._fs.read_user_features(self.store, ["__readyz__"])
+            self.reader.read(["__readyz__"])
             return True
         except Exception:
             return False

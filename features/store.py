@@ -6,7 +6,7 @@ file and in the definitions (file registry, SQLite file, parquet logs) resolves
 under the root, ``features/`` by default, any directory for tests and
 deployments.
 
-Serving reads a user's features with :func:`read_user_features`; the
+Serving reads a user's features with :class:`UserFeatureReader`; the
 streaming worker writes with :func:`push_rows`; training data comes from
 :func:`historical_features`.
 """
@@ -210,25 +210,83 @@ _LIST_FEATURES = (d.PAST_CATEGORIES, d.PAST_STARTS, d.USER_FEATURES, d.POPULAR_C
 _COUNT_FEATURES = (d.NUM_PAST_EVENTS, d.NUM_PAST_CIS, d.NUM_PAST_CATEGORIES, d.LAST_TIMESTAMP)
 
 
-def read_user_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
-    """What model version 1 needs for each user: user id → feature name → value.
+class UserFeatureReader:
+    """What model version 1 needs for each user, from the online store.
 
-    The names are those of :mod:`features.definitions`: ``PAST_CATEGORIES``,
-    ``PAST_STARTS`` (epoch s), ``PAST_ITEMS`` (one item list per CI, in place of
-    the flat list and counts), ``NUM_PAST_*``, ``LAST_TIMESTAMP``,
-    ``USER_FEATURES`` (f_t indices), ``POPULAR_CATEGORIES`` / ``POPULAR_COUNTS``.
-    A user never seen has empty lists and zero counts.
+    :meth:`read` gives user id → feature name → value, with the names of
+    :mod:`features.definitions`: ``PAST_CATEGORIES``, ``PAST_STARTS`` (epoch s),
+    ``PAST_ITEMS`` (one item list per CI, in place of the flat list and counts),
+    ``NUM_PAST_*``, ``LAST_TIMESTAMP``, ``USER_FEATURES`` (f_t indices),
+    ``POPULAR_CATEGORIES`` / ``POPULAR_COUNTS``. A user never seen has empty lists
+    and zero counts.
+
+    The feature service is resolved on the first read (the store may be applied after the
+    reader opens) and kept. On SQLite and Redis each of its views is
+    then read with :class:`~features.online.OnlineRows` (one query or pipeline per
+    view, in Feast's storage format): Feast's ``get_online_features`` rebuilds the
+    service's views from the registry's protobufs, type-checking every field, on
+    each call, which costs about 20 ms, several times the model's answer. Other
+    online stores are read through ``get_online_features``.
+
+    Args:
+        store: the Feast store.
     """
-    service = store.get_feature_service(FEATURE_SERVICE)
-    rows = [{d.USER_ID: u, d.SCOPE: d.GLOBAL_SCOPE} for u in user_ids]
-    data = store.get_online_features(features=service, entity_rows=rows).to_dict()
-    out = {}
-    for i, user_id in enumerate(user_ids):
-        value = {name: list(data[name][i] or []) for name in _LIST_FEATURES}
-        value.update({name: int(data[name][i] or 0) for name in _COUNT_FEATURES})
-        value[d.PAST_ITEMS] = split_items(data[d.PAST_ITEMS_FLAT][i], data[d.PAST_ITEM_COUNTS][i])
-        out[user_id] = value
-    return out
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self.service: FeatureService | None = None
+        self.views: list[tuple[OnlineRows, list[str]]] | None = None
+
+    def _resolve(self) -> FeatureService:
+        if self.service is None:
+            service = self.store.get_feature_service(FEATURE_SERVICE)
+            try:
+                self.views = [(OnlineRows(self.store, self.store.get_feature_view(p.name)),
+                               [f.name for f in p.features])
+                              for p in service.feature_view_projections]
+            except ValueError:  # an online store OnlineRows does not read
+                self.views = None
+            self.service = service
+        return self.service
+
+    def read(self, user_ids: Sequence[str]) -> dict[str, dict]:
+        service = self._resolve()
+        columns = self._online(user_ids) if self.views is not None \
+            else self._feast(service, user_ids)
+        out = {}
+        for i, user_id in enumerate(user_ids):
+            value = {name: _ints(columns[name][i]) for name in _LIST_FEATURES}
+            value.update({name: int(columns[name][i] or 0) for name in _COUNT_FEATURES})
+            value[d.PAST_ITEMS] = split_items(_ints(columns[d.PAST_ITEMS_FLAT][i]),
+                                              _ints(columns[d.PAST_ITEM_COUNTS][i]))
+            out[user_id] = value
+        return out
+
+    def _online(self, user_ids: Sequence[str]) -> dict[str, list]:
+        assert self.views is not None
+        columns: dict[str, list] = {}
+        for rows, features in self.views:
+            if rows.join_key == d.SCOPE:  # one row for every user
+                found = rows.read([d.GLOBAL_SCOPE], features) * len(user_ids)
+            else:
+                found = rows.read(list(user_ids), features)
+            for name in features:
+                columns[name] = [(row or {}).get(name) for row in found]
+        return columns
+
+    def _feast(self, service: FeatureService, user_ids: Sequence[str]) -> dict[str, list]:
+        rows = [{d.USER_ID: u, d.SCOPE: d.GLOBAL_SCOPE} for u in user_ids]
+        return self.store.get_online_features(features=service, entity_rows=rows).to_dict()
+
+
+def _ints(values: Any) -> list[int]:
+    """A stored int64 list (ndarray, list or None) as Python ints."""
+    return [] if values is None else [int(v) for v in values]
+
+
+def read_user_features(store: FeatureStore, user_ids: Sequence[str]) -> dict[str, dict]:
+    """:meth:`UserFeatureReader.read` once (a reader kept open reads faster)."""
+    return UserFeatureReader(store).read(user_ids)
 
 
 def sequence_columns(past: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from features.store import (
     PUSHED,
     SEQUENCE_FEATURES,
     STATE_FEATURES,
+    UserFeatureReader,
     historical_features,
     load_config,
     open_store,
@@ -148,6 +149,12 @@ def test_online_write_and_read(store) -> None:
         d.NUM_PAST_EVENTS: 0, d.NUM_PAST_CIS: 0, d.NUM_PAST_CATEGORIES: 0, d.LAST_TIMESTAMP: 0}
     state = read_state(store, ["alice", "nobody"])
     assert state[d.WORKER_STATE] == [b"state\x00", None]
+    # The reader reads the online rows itself; Feast's get_online_features gives the same.
+    reader = UserFeatureReader(store)
+    ours = reader.read(["alice", "bob", "nobody"])
+    assert reader.views is not None and ours == got
+    reader.views = None
+    assert reader.read(["alice", "bob", "nobody"]) == got
 
 
 def test_historical_features_are_point_in_time(tmp_path) -> None:
