@@ -65,7 +65,9 @@ def cascade_row(speed: dict | None) -> tuple[object, bool | None]:
         return None, None
     if examples is None:
         return f"{seconds} (an earlier, smaller task)", None
-    return f"{seconds} ({examples:,} M1 examples per epoch)", seconds <= 600.0
+    threads = dig(speed, "threads")
+    on = f", {threads} torch thread{'s' if threads != 1 else ''}" if threads else ""
+    return f"{seconds} ({examples:,} M1 examples per epoch{on})", seconds <= 600.0
 
 
 def rows() -> list[tuple[str, str, str, str, str]]:
