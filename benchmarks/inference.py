@@ -110,6 +110,7 @@ def main() -> None:
         out[path] = row
         print(f"{path}: {row}", file=sys.stderr)
     out["load_average_1min"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    out["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(out, indent=2))
 
 
