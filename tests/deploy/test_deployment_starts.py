@@ -18,6 +18,7 @@ test_deploy_security.py checks them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -50,18 +51,50 @@ def _free_port() -> int:
     return free_port()
 
 
+#: Starts again of a service that exits, as compose's ``restart: unless-stopped`` (every
+#: service this test runs has it) would do, before the test fails.
+RESTARTS = 2
+
+
 class Processes:
-    """Processes this test starts, each in its own session; stopped by process group."""
+    """Processes this test starts, each in its own session; stopped by process group.
+
+    A service that exits is started again, at most :data:`RESTARTS` times, as compose
+    restarts it: a Ray head whose raylet misses Ray's fixed 30 s registration window on
+    a loaded machine exits, and so does the ``serve run`` that was connecting to it.
+    """
 
     def __init__(self, logs: Path) -> None:
         self.logs, self.running = logs, []
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.restarts: dict[str, int] = {}
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
-        process = subprocess.Popen(args, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        self.commands[name], self.restarts[name] = (args, env), 0
+        process = self._popen(name, log)
         self.running.append((name, process, log))
         return process
+
+    def _popen(self, name: str, log) -> subprocess.Popen:
+        args, env = self.commands[name]
+        return subprocess.Popen(args, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def restart_exited(self) -> str | None:
+        """Start again each service that exited; the name of one that exited too often."""
+        for i, (name, process, log) in enumerate(self.running):
+            if process.poll() is None:
+                continue
+            if self.restarts[name] >= RESTARTS:
+                return name
+            self.restarts[name] += 1
+            with contextlib.suppress(ProcessLookupError):  # what is left of its session
+                os.killpg(process.pid, signal.SIGKILL)
+            log.write(f"\n--- exited ({process.returncode}); restart {self.restarts[name]} ---\n")
+            log.flush()
+            self.running[i] = (name, self._popen(name, log), log)
+        return None
 
     def tail(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()[-3000:]
@@ -87,10 +120,9 @@ def _wait(what: str, ready, timeout: float, processes: Processes, name: str) -> 
     while time.monotonic() < deadline:
         if ready():
             return
-        for started, process, _ in processes.running:  # a service that exits never starts
-            if process.poll() is not None:
-                pytest.fail(f"{started} exited ({process.returncode}):\n"
-                            f"{processes.tail(started)}")
+        exited = processes.restart_exited()
+        if exited is not None:  # a service that keeps exiting never starts
+            pytest.fail(f"{exited} exited {RESTARTS + 1} times:\n{processes.tail(exited)}")
         time.sleep(1)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s:\n{processes.tail(name)}")
 
