@@ -148,12 +148,11 @@ def past_sequences(events: pd.DataFrame, spec: SequenceSpec) -> pd.DataFrame:
         ``num_past_cis`` (over the retained events, before truncation to k);
         ``num_past_categories`` (distinct); ``last_timestamp``.
     """
-    kept = _retained_order(*(events[c].to_numpy(np.int64) for c in ("user", "item", "category",
-                                                                      "timestamp")), spec)
+    columns = [events[c].to_numpy(np.int64) for c in ("user", "item", "category", "timestamp")]
+    kept = _retained_order(*columns, spec)
     if not len(kept):
         return pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
-    user, item, category, timestamp = (events[c].to_numpy(np.int64)[kept]
-                                       for c in ("user", "item", "category", "timestamp"))
+    user, item, category, timestamp = (column[kept] for column in columns)
     anchor = assign_category_interactions(user, category, timestamp, spec.window_seconds)
 
     # Distinct items per CI, in order of first occurrence (events are time-sorted per user).
