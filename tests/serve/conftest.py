@@ -110,11 +110,24 @@ def fuzz_config():
 
 @pytest.fixture(scope="session")
 def serve_instance(ray_cluster) -> tuple[int, str]:
-    """Serve's controller and HTTP port (a free one), started once per session."""
+    """Serve's controller and HTTP port (a free one), started once per session.
+
+    Serve gives its HTTP proxy a fixed 60 s to start and kills it otherwise; on a
+    loaded machine (other Ray clusters starting beside this one) the proxy's worker
+    process can miss that. Serve is then started again, at most twice.
+    """
+    import ray
     from ray import serve
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for attempt in range(3):
+        port = free_port()
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            break
+        except (ray.exceptions.ActorDiedError, ray.exceptions.GetTimeoutError):
+            if attempt == 2:
+                raise
+            serve.shutdown()
     return port, f"http://127.0.0.1:{port}"
 
 
